@@ -45,7 +45,7 @@ class DockerfileError(LaminaError):
         where = f"{self.file}:{self.line}" if self.line else self.file
         return f"{where}: {self.message}"
 
-    def located(self, file: str, line: int | None) -> "DockerfileError":
+    def located(self, file: str, line: int | None) -> DockerfileError:
         """Return a copy of this error placed at ``file:line`` (keeps a known line)."""
         err = type(self)(self.message, file=file, line=self.line or line)
         err.__cause__ = self.__cause__
