@@ -1,0 +1,315 @@
+"""Sources of COPY/ADD: the build context (or a stage's root) and what a source pattern selects.
+
+A :class:`SourceRoot` is a directory tree seen the way BuildKit sees it after
+the transfer: files ignored by ``.dockerignore`` simply do not exist.
+:func:`select` turns the source arguments of one instruction into
+:class:`Selected` values, each a snapshot of the entries one source will
+copy; :func:`checksum` reduces them to the content checksum used in cache
+keys, and ``copy.copy_into`` writes them.  Selection reads the filesystem
+(lstat, readdir, readlink) but never file contents; :func:`checksum` reads
+contents unless the stat cache already knows them.
+
+Docker's rules, as BuildKit's Dockerfile frontend applies them:
+
+* a source is joined to ``/`` and cleaned, so ``..`` stops at the root
+  (``COPY ../x`` looks for ``/x`` in the context);
+* a component with ``*``, ``?`` or ``[`` starts a wildcard; matches are found
+  below the literal prefix (which must exist) with Go ``filepath.Match``, a
+  matching directory is taken whole; a wildcard that matches nothing is
+  *not* an error (BuildKit's AllowEmptyWildcard; 046 relies on it), while a
+  literal path that does not exist is (``"/x" not found``);
+* the source path itself is followed if it is a symlink (BuildKit's
+  FollowSymlinks), but inside the root: a link to ``/etc/passwd`` means the
+  context's own ``etc/passwd``; links *inside* a copied directory are copied
+  as links, never followed;
+* owners of context files do not matter (BuildKit's file transfer maps them to
+  0:0); a stage's root keeps them (``COPY --from`` preserves ownership).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from lamina.build.dockerignore import IgnoreMatcher, go_glob_regex, has_wildcards
+from lamina.build.rootpath import clean, resolve_in_root
+from lamina.errors import BuildError, ContextError
+
+Kind = Literal["file", "dir", "symlink", "fifo", "char", "block", "socket"]
+
+_KINDS: tuple[tuple[int, Kind], ...] = (
+    (stat.S_IFREG, "file"),
+    (stat.S_IFDIR, "dir"),
+    (stat.S_IFLNK, "symlink"),
+    (stat.S_IFIFO, "fifo"),
+    (stat.S_IFCHR, "char"),
+    (stat.S_IFBLK, "block"),
+    (stat.S_IFSOCK, "socket"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRoot:
+    """A tree COPY reads from: the build context (with its ignore rules) or a stage/image root."""
+
+    path: Path
+    ignore: IgnoreMatcher | None = None
+    keep_owners: bool = False
+    """True for a stage or image root, whose owners COPY keeps; false for the build context."""
+
+    @classmethod
+    def context(cls, path: Path, ignore: IgnoreMatcher | None = None) -> SourceRoot:
+        return cls(path, ignore, keep_owners=False)
+
+    @classmethod
+    def stage(cls, path: Path) -> SourceRoot:
+        return cls(path, None, keep_owners=True)
+
+    def ignored(self, relpath: str) -> bool:
+        return self.ignore is not None and self.ignore.matches(relpath)
+
+    def skippable(self, relpath: str) -> bool:
+        return self.ignore is not None and self.ignore.can_skip_dir(relpath)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One filesystem object of a source, as lstat saw it at selection time."""
+
+    relpath: str
+    """Path below the source, ``/``-separated; ``""`` for the source itself."""
+    kind: Kind
+    mode: int
+    """Permission bits including setuid, setgid and sticky (``S_IMODE``)."""
+    uid: int
+    gid: int
+    size: int
+    mtime_ns: int
+    atime_ns: int
+    inode: tuple[int, int]
+    """``(st_dev, st_ino)``: equal values within one source are hard links."""
+    nlink: int
+    rdev: int = 0
+    link_target: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Selected:
+    """One source of a COPY after wildcard expansion, with the entries it will copy."""
+
+    relpath: str
+    """The source as named (root-relative, not followed); ``""`` for the root itself."""
+    real: str
+    """Where its entries live (root-relative), after following a symlinked source."""
+    entries: tuple[Entry, ...]
+    """The source first, then its contents: sorted, parents before children."""
+
+    @property
+    def name(self) -> str:
+        """The name the source takes when copied into a directory."""
+        return self.relpath.rsplit("/", 1)[-1]
+
+    @property
+    def is_dir(self) -> bool:
+        return self.entries[0].kind == "dir"
+
+
+class StatCache(Protocol):
+    """Remembers file digests by stat data, so an unchanged file is not read again."""
+
+    def get(self, path: str, size: int, mtime_ns: int, ino: int, mode: int) -> str | None: ...
+
+    def put(self, path: str, size: int, mtime_ns: int, ino: int, mode: int, digest: str) -> None: ...
+
+
+def _entry(path: Path, relpath: str) -> Entry:
+    info = os.lstat(path)
+    fmt = stat.S_IFMT(info.st_mode)
+    kind = next((k for f, k in _KINDS if f == fmt), None)
+    if kind is None:
+        raise ContextError(f"{relpath or path}: unsupported file type")
+    return Entry(
+        relpath=relpath,
+        kind=kind,
+        mode=stat.S_IMODE(info.st_mode),
+        uid=info.st_uid,
+        gid=info.st_gid,
+        size=info.st_size if kind == "file" else 0,
+        mtime_ns=info.st_mtime_ns,
+        atime_ns=info.st_atime_ns,
+        inode=(info.st_dev, info.st_ino),
+        nlink=info.st_nlink,
+        rdev=info.st_rdev if kind in ("char", "block") else 0,
+        link_target=os.readlink(path) if kind == "symlink" else "",
+    )
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+def _relative(root: SourceRoot, host: Path) -> str:
+    """``host`` (under the root) as a root-relative path, ``""`` for the root itself."""
+    rel = host.relative_to(root.path).as_posix()
+    return "" if rel == "." else rel
+
+
+def _children(root: SourceRoot, real: str) -> list[str]:
+    """Names in the directory ``real``, in byte order (what Go's walk gives, on any machine)."""
+    return sorted(os.listdir(root.path / real) if real else os.listdir(root.path), key=os.fsencode)
+
+
+def _scan(root: SourceRoot, real: str, below: str) -> list[Entry] | None:
+    """Entries of ``real/below`` and everything under it that the ignore rules let through.
+
+    ``None`` when nothing at all is visible (an ignored file, or an ignored
+    directory that no exception re-includes anything from).
+    """
+    path = _join(real, below)
+    entry = _entry(root.path / path, below)
+    ignored = root.ignored(path)
+    if entry.kind != "dir":
+        return None if ignored else [entry]
+    if ignored and root.skippable(path):
+        return None
+    found = [entry]
+    for name in _children(root, path):
+        found.extend(_scan(root, real, _join(below, name)) or ())
+    # An ignored directory still appears as the parent of what an exception re-includes.
+    return None if ignored and len(found) == 1 else found
+
+
+def _not_found(shown: str, hint: str = "") -> ContextError:
+    return ContextError(f'"{shown}" not found{hint}: not found')
+
+
+def _follow(root: SourceRoot, relpath: str) -> Selected | None:
+    """Select the single path ``relpath``, following it if it is a symlink; None if invisible."""
+    try:
+        if relpath and root.ignored(relpath):
+            # The name itself was never transferred, unless it is a directory
+            # that an exception re-includes something from.
+            info = os.lstat(resolve_in_root(root.path, "/" + relpath, follow_final=False))
+            if not stat.S_ISDIR(info.st_mode) or root.skippable(relpath):
+                return None
+        real = _relative(root, resolve_in_root(root.path, "/" + relpath, follow_final=True))
+        entries = _scan(root, real, "")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return Selected(relpath, real, tuple(entries)) if entries else None
+
+
+def _wildcard_matches(root: SourceRoot, base: str, regex: re.Pattern[str], depth: int) -> Iterator[str]:
+    """Visible paths below ``base`` (root-relative, already followed) whose base-relative path matches."""
+
+    def walk(below: str, level: int) -> Iterator[str]:
+        for name in _children(root, _join(base, below)):
+            rel = _join(below, name)
+            path = _join(base, rel)
+            is_dir = stat.S_ISDIR(os.lstat(root.path / path).st_mode)
+            if root.ignored(path) and (not is_dir or root.skippable(path)):
+                continue
+            if regex.match(rel):
+                yield path
+            elif is_dir and level + 1 < depth:
+                yield from walk(rel, level + 1)
+
+    yield from walk("", 0)
+
+
+def _expand(root: SourceRoot, pattern: str) -> list[str]:
+    """Root-relative paths a source argument names: itself, or its wildcard matches."""
+    parts = clean("/" + pattern).strip("/").split("/")
+    first = next((i for i, part in enumerate(parts) if has_wildcards(part)), None)
+    if first is None:
+        return [_join(*parts)]
+    literal, rest = _join(*parts[:first]), "/".join(parts[first:])
+    try:
+        regex = re.compile(go_glob_regex(rest), re.DOTALL)
+    except ValueError as exc:
+        raise ContextError(f"COPY source {pattern!r}: {exc}") from exc
+    base = resolve_in_root(root.path, "/" + literal, follow_final=True)
+    if not base.is_dir() or (literal and root.ignored(literal) and root.skippable(literal)):
+        raise _not_found("/" + literal)
+    base_real = _relative(root, base)
+    return list(_wildcard_matches(root, base_real, regex, len(parts) - first))
+
+
+def select(root: SourceRoot, patterns: Sequence[str]) -> list[Selected]:
+    """Expand the source arguments of one COPY/ADD into what each will copy, in order.
+
+    Raises :class:`ContextError` (message ending in ``not found``) for a
+    literal source that does not exist or is ignored; a wildcard that
+    matches nothing contributes nothing.
+    """
+    selected: list[Selected] = []
+    for pattern in patterns:
+        try:
+            for relpath in _expand(root, pattern):
+                found = _follow(root, relpath)
+                if found is None:
+                    hint = " (excluded by .dockerignore)" if root.ignored(relpath) else ""
+                    raise _not_found("/" + relpath, hint)
+                selected.append(found)
+        except OSError as exc:
+            raise ContextError(f"reading COPY source {pattern!r}: {exc}") from exc
+    return selected
+
+
+def file_digest(path: Path, entry: Entry, cache: StatCache | None = None) -> str:
+    """``sha256:<hex>`` of a regular file's contents, through the stat cache when given."""
+    key = str(path)
+    ino = entry.inode[1]
+    if cache is not None:
+        known = cache.get(key, entry.size, entry.mtime_ns, ino, entry.mode)
+        if known is not None:
+            return known
+    try:
+        with open(path, "rb") as handle:
+            digest = "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        raise BuildError(f"reading {path}: {exc.strerror}") from exc
+    if cache is not None:
+        cache.put(key, entry.size, entry.mtime_ns, ino, entry.mode, digest)
+    return digest
+
+
+def _field(sink: hashlib._Hash, value: str | int) -> None:
+    data = os.fsencode(value) if isinstance(value, str) else str(value).encode()
+    sink.update(len(data).to_bytes(8, "big") + data)
+
+
+def checksum(root: SourceRoot, selected: Sequence[Selected], stat_cache: StatCache | None = None) -> str:
+    """Content checksum (``sha256:<hex>``) of what a COPY will write, for its cache key.
+
+    Covers, per source in order: its name, and per entry the relative path,
+    type, permission bits (setuid/setgid/sticky included), symlink target,
+    device number, hard-link grouping and file contents; owners only for a
+    stage root (the context's are reset by COPY).  Never mtimes.  Ignored
+    files are not in ``selected``, so they never count.
+    """
+    sink = hashlib.sha256(b"lamina-copy-sources-v1\0")
+    for source in selected:
+        _field(sink, source.name)
+        _field(sink, len(source.entries))
+        first_link: dict[tuple[int, int], int] = {}
+        for index, entry in enumerate(source.entries):
+            for value in (entry.relpath, entry.kind, entry.mode, entry.link_target, entry.rdev):
+                _field(sink, value)
+            if root.keep_owners:
+                _field(sink, entry.uid)
+                _field(sink, entry.gid)
+            if entry.kind == "file":
+                link = first_link.setdefault(entry.inode, index) if entry.nlink > 1 else index
+                _field(sink, link)
+                _field(sink, file_digest(root.path / source.real / entry.relpath, entry, stat_cache))
+    return "sha256:" + sink.hexdigest()
+
+
+__all__ = ["Entry", "Kind", "Selected", "SourceRoot", "StatCache", "checksum", "file_digest", "select"]
