@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS layers (
     digest TEXT PRIMARY KEY,        -- compressed blob digest
     diff_id TEXT NOT NULL,          -- uncompressed tar digest
     media_type TEXT NOT NULL,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    diff_size INTEGER NOT NULL DEFAULT -1   -- uncompressed size, -1 when unknown
 );
 CREATE INDEX IF NOT EXISTS layers_diff_id ON layers(diff_id);
 CREATE TABLE IF NOT EXISTS cache (
@@ -133,9 +134,16 @@ class Metadata:
         return self._conn.execute("DELETE FROM tags WHERE name=?", (name,)).rowcount > 0
 
     # layers -----------------------------------------------------------------
-    def add_layer(self, digest: str, diff_id: str, media_type: str, size: int) -> None:
-        self._conn.execute("INSERT OR IGNORE INTO layers(digest, diff_id, media_type, size) VALUES (?,?,?,?)",
-                           (digest, diff_id, media_type, size))
+    def add_layer(self, digest: str, diff_id: str, media_type: str, size: int, diff_size: int = -1) -> None:
+        self._conn.execute("INSERT OR IGNORE INTO layers(digest, diff_id, media_type, size, diff_size) "
+                           "VALUES (?,?,?,?,?)", (digest, diff_id, media_type, size, diff_size))
+        if diff_size >= 0:
+            self._conn.execute("UPDATE layers SET diff_size=? WHERE digest=? AND diff_size<0", (diff_size, digest))
+
+    def diff_size(self, digest: str) -> int | None:
+        """The uncompressed size of a layer, when known (docker shows that size)."""
+        row = self._conn.execute("SELECT diff_size FROM layers WHERE digest=?", (digest,)).fetchone()
+        return int(row[0]) if row and row[0] >= 0 else None
 
     def layer_by_diff_id(self, diff_id: str) -> tuple[str, str, int] | None:
         row = self._conn.execute("SELECT digest, media_type, size FROM layers WHERE diff_id=? LIMIT 1",

@@ -1,0 +1,58 @@
+"""Build progress as data. The builder emits these; only the CLI renders them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class StepStarted:
+    stage: str
+    number: int
+    total: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepCached:
+    stage: str
+    number: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutput:
+    stage: str
+    number: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StepDone:
+    stage: str
+    number: int
+    image_id: str
+    seconds: float
+    cached: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Warning_:
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class BuildDone:
+    image_id: str
+    tags: tuple[str, ...]
+    cached_steps: int
+    total_steps: int
+    seconds: float
+
+
+Event = StepStarted | StepCached | StepOutput | StepDone | Warning_ | BuildDone
+Listener = Callable[[Event], None]
+
+
+def ignore(_: Event) -> None:
+    """A listener that drops every event (the Python API's default)."""

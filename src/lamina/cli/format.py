@@ -1,0 +1,69 @@
+"""Docker's ways of printing sizes, ages and IDs, so output reads the same."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+
+def human_size(size: float) -> str:
+    """Decimal units with 3 significant digits: ``0B``, ``4.26MB`` (docker's HumanSize)."""
+    units = ["B", "kB", "MB", "GB", "TB", "PB"]
+    i = 0
+    while size >= 1000 and i < len(units) - 1:
+        size /= 1000.0
+        i += 1
+    return f"{size:.3g}{units[i]}"
+
+
+def human_duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def parse_time(text: str | None) -> float | None:
+    """An RFC 3339 timestamp (nanoseconds allowed) as epoch seconds."""
+    if not text:
+        return None
+    base, _, frac = text.rstrip("Z").partition(".")
+    try:
+        epoch = datetime.fromisoformat(base + "+00:00").timestamp()
+    except ValueError:
+        return None
+    return epoch + (float("0." + frac[:9]) if frac.isdigit() else 0.0)
+
+
+def ago(text: str | None) -> str:
+    epoch = parse_time(text)
+    if epoch is None:
+        return "N/A"
+    return human_duration(max(0.0, time.time() - epoch)) + " ago"
+
+
+def table(rows: list[list[str]]) -> str:
+    """Columns padded like docker's tabwriter (3 spaces between columns)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,53 @@
+"""Base images for tests, made locally from Debian's busybox-static (no network)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+from pathlib import Path
+
+from lamina.oci.reference import Reference
+from lamina.store.store import Store, StoredImage
+
+BUSYBOX = "/bin/busybox"
+
+
+def busybox_rootfs_tar(extra: dict[str, bytes] | None = None) -> bytes:
+    """A busybox root filesystem as a tar: /bin/busybox, applet links, /etc/passwd|group, /tmp."""
+    binary = Path(shutil.which("busybox") or BUSYBOX)
+    applets = ["sh", "echo", "cat", "ls", "id", "touch", "mkdir", "rm", "chmod", "chown", "mv", "cp",
+               "ln", "true", "false", "test", "[", "sleep", "env", "pwd", "printf", "grep", "wc", "mkfifo",
+               "stat", "uname", "hostname", "umask", "seq", "head", "tail", "sed", "find", "xargs", "dd"]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        def add_dir(name: str, mode: int = 0o755) -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, mode
+            tar.addfile(info)
+
+        def add_file(name: str, data: bytes, mode: int = 0o644) -> None:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+
+        for d in ("bin", "etc", "root"):
+            add_dir(d)
+        add_dir("tmp", 0o1777)
+        add_file("bin/busybox", binary.read_bytes(), 0o755)
+        for applet in applets:
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(info)
+        add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
+        add_file("etc/group", b"root:x:0:\n")
+        for name, data in (extra or {}).items():
+            add_file(name, data)
+    return buf.getvalue()
+
+
+def busybox_image(store: Store, name: str = "busybox:test") -> StoredImage:
+    from lamina.transport.importer import import_rootfs
+
+    return import_rootfs(store, io.BytesIO(busybox_rootfs_tar()), Reference.parse(name),
+                         changes=("ENV PATH=/bin", 'CMD ["/bin/sh"]'))
