@@ -55,7 +55,7 @@ def push(ctx: click.Context, name: str, destination: str | None, quiet: bool) ->
 @click.option("--password-stdin", is_flag=True, help="Take the password from stdin.")
 def login(server: str, username: str | None, password: str | None, password_stdin: bool) -> None:
     """Log in to a registry (credentials go to ~/.docker/config.json, like docker)."""
-    from lamina.transport.credentials import login as _login
+    from lamina.transport.credentials import CredentialStore
 
     if password_stdin:
         password = sys.stdin.read().rstrip("\r\n")
@@ -63,7 +63,7 @@ def login(server: str, username: str | None, password: str | None, password_stdi
         username = click.prompt("Username")
     if password is None:
         password = click.prompt("Password", hide_input=True)
-    _login(server, username, password)
+    CredentialStore().login(server, username, password)
     click.echo("Login Succeeded")
 
 
@@ -71,9 +71,9 @@ def login(server: str, username: str | None, password: str | None, password_stdi
 @click.argument("server", required=False, default="docker.io")
 def logout(server: str) -> None:
     """Log out from a registry."""
-    from lamina.transport.credentials import logout as _logout
+    from lamina.transport.credentials import CredentialStore
 
-    _logout(server)
+    CredentialStore().logout(server)
     click.echo(f"Removing login credentials for {server}")
 
 

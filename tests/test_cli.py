@@ -1,0 +1,76 @@
+"""The lamina command as a user runs it: build, push to a real registry, pull, build FROM it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers.images import busybox_rootfs_tar
+from helpers.registry import running_registry
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runc"), reason="needs root and runc"),
+]
+
+
+def lamina(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "lamina", "--root", str(root), *args],
+                          capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"lamina {' '.join(args)} failed: {proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    store = tmp_path / "a"
+    tarball = tmp_path / "rootfs.tar"
+    tarball.write_bytes(busybox_rootfs_tar())
+    lamina(store, "import", "-c", "ENV PATH=/bin", "-c", 'CMD ["/bin/sh"]', str(tarball), "busybox:test")
+    return store
+
+
+def test_build_history_and_errors_are_docker_like(base: Path, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox:test\nRUN echo hi > /hi\nCMD [\"cat\", \"/hi\"]\n")
+    out = lamina(base, "build", "-t", "app:1", str(ctx)).stdout
+    assert "Step 2/3 : RUN echo hi > /hi" in out and "Successfully tagged app:1" in out
+    assert " ---> Using cache" in lamina(base, "build", "-t", "app:1", str(ctx)).stdout
+    history = lamina(base, "history", "app:1").stdout.splitlines()
+    assert history[0].split() == ["IMAGE", "CREATED", "CREATED", "BY", "SIZE", "COMMENT"]
+    assert len(history) == 4 and "RUN /bin/sh -c echo hi > /hi" in history[2]
+    assert lamina(base, "run", "--rm", "app:1").stdout == "hi\n"
+    (ctx / "Dockerfile").write_text("FROM busybox:test\nRUNN x\n")
+    bad = lamina(base, "build", str(ctx), check=False)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == "Error: Dockerfile:2: unknown instruction: RUNN"
+    assert "Traceback" not in bad.stderr
+
+
+def test_push_pull_and_build_from_registry(base: Path, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox:test\nRUN echo pushed > /msg\n")
+    with running_registry(tmp_path / "registry") as reg:
+        name = f"{reg.host}/demo/app:v1"
+        lamina(base, "build", "-t", name, str(ctx))
+        pushed = lamina(base, "push", name).stdout
+        assert f"v1: digest: sha256:" in pushed
+        fresh = tmp_path / "b"
+        lamina(fresh, "pull", name)
+        assert lamina(fresh, "run", name, "cat", "/msg").stdout == "pushed\n"
+        (ctx / "Dockerfile").write_text(f"FROM {reg.host}/demo/app:v1\nRUN cat /msg > /again\n")
+        other = tmp_path / "c"
+        lamina(other, "build", "-t", "child", str(ctx))  # FROM pulls the base on demand
+        assert lamina(other, "run", "child", "cat", "/again").stdout == "pushed\n"
+        if shutil.which("skopeo"):
+            proc = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{name}"],
+                                  capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 0, proc.stderr

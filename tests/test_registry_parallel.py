@@ -1,0 +1,45 @@
+"""Parallel transfers: all items done, the first failure raised, the rest cancelled."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from lamina.transport.registry.parallel import run_all
+
+
+def test_runs_every_item_in_several_threads() -> None:
+    names: set[str] = set()
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def work(n: int) -> None:
+        time.sleep(0.01)
+        with lock:
+            names.add(threading.current_thread().name)
+            done.append(n)
+
+    run_all(work, range(8), workers=4)
+    assert sorted(done) == list(range(8)) and len(names) > 1
+
+
+def test_first_error_is_raised_and_pending_items_cancelled() -> None:
+    started: list[int] = []
+
+    def work(n: int) -> None:
+        started.append(n)
+        if n == 0:
+            raise OSError("disk full")
+        time.sleep(0.05)
+
+    with pytest.raises(OSError, match="disk full"):
+        run_all(work, range(20), workers=2)
+    assert len(started) < 20
+
+
+def test_single_item_runs_inline() -> None:
+    seen: list[str] = []
+    run_all(lambda n: seen.append(threading.current_thread().name), [1])
+    assert seen == [threading.current_thread().name]
