@@ -1,0 +1,259 @@
+"""Overlayfs mounts of layer snapshots, with a fresh upper dir per build step.
+
+``prepare`` mounts the lower snapshots (top-most first) under a new upper dir
+and returns an :class:`OverlayMount`; the step writes into ``root``; after
+``unmount`` the upper dir holds exactly the step's changes in overlay format
+(see :mod:`lamina.snapshot.diff`). ``redirect_dir`` and ``metacopy`` are
+turned off: with them, a renamed directory or a chmod'ed file would leave only
+an xattr pointing into a lower layer and the layer would lose content.
+
+``mount(2)`` takes at most one page of options. When the absolute lower paths
+do not fit, the mount runs in a short ``mount`` subprocess whose working
+directory is the snapshots dir, so the paths can be relative; this process
+never changes its own working directory (other threads rely on it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from lamina.errors import RuntimeError_
+from lamina.snapshot._workdir import new_workdir, stale_workdirs
+
+_PAGE = 4096
+_MNT_DETACH = 2
+# Tried in order: older kernels reject options for features they lack (and so
+# cannot have turned on).
+_OPTION_SETS = (
+    ("redirect_dir=off", "metacopy=off", "index=off", "xino=off"),
+    ("redirect_dir=off", "metacopy=off"),
+    ("redirect_dir=off",),
+    (),
+)
+_UNSAFE_CHARS = (",", ":", "\\")
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+    libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+    return libc
+
+
+def _mount(data: str, target: Path) -> None:
+    if _libc().mount(b"overlay", os.fsencode(target), b"overlay", 0, data.encode()) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(target))
+
+
+def _umount(target: Path, *, detach: bool = False) -> None:
+    if _libc().umount2(os.fsencode(target), _MNT_DETACH if detach else 0) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(target))
+
+
+def mounts_under(root: Path) -> tuple[Path, ...]:
+    """Mount points at or below ``root`` in this mount namespace, deepest first."""
+    prefix = os.path.realpath(root).rstrip("/") + "/"
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
+        for line in info:
+            point = _unescape(line.split(" ")[4])
+            if (point + "/").startswith(prefix):
+                found.append(Path(point))
+    return tuple(sorted(set(found), key=lambda p: -len(p.parts)))
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as ``\\ooo``."""
+    for code in ("040", "011", "012", "134"):
+        field = field.replace("\\" + code, chr(int(code, 8)))
+    return field
+
+
+@functools.cache
+def _probe(probe_dir: str) -> tuple[str, ...] | None:
+    """The option set this kernel accepts for a mount under ``probe_dir``, or None."""
+    os.makedirs(probe_dir, exist_ok=True)
+    base = Path(tempfile.mkdtemp(prefix=".probe-", dir=probe_dir))
+    try:
+        for name in ("lower", "upper", "work", "merged"):
+            (base / name).mkdir()
+        for options in _OPTION_SETS:
+            data = ",".join((f"lowerdir={base}/lower,upperdir={base}/upper,workdir={base}/work", *options))
+            try:
+                _mount(data, base / "merged")
+            except OSError:
+                continue
+            _umount(base / "merged", detach=True)
+            return options
+        return None
+    finally:
+        if not os.path.ismount(base / "merged"):
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def available(probe_dir: Path | None = None) -> bool:
+    """Whether an overlay mount works here (tried once per directory, then remembered)."""
+    where = os.path.realpath(probe_dir or tempfile.gettempdir())
+    try:
+        return _probe(where) is not None
+    except OSError:
+        return False
+
+
+class OverlaySnapshotter:
+    """Mounts overlayfs with ``mount(2)``; needs root (or CAP_SYS_ADMIN) and a kernel with overlay."""
+
+    name = "overlayfs"
+
+    def prepare(self, lowers: Sequence[Path], work_root: Path) -> OverlayMount:
+        """Mount ``lowers`` (top-most first) under a fresh upper dir inside ``work_root``.
+
+        ``work_root`` must be on the snapshots' filesystem for the upper dir to
+        be renamed into a snapshot later. Raises :class:`RuntimeError_`.
+        """
+        try:
+            options = _probe(os.path.realpath(work_root))
+        except OSError as exc:
+            raise RuntimeError_(f"preparing overlay under {work_root}: {exc}") from exc
+        if options is None:
+            raise RuntimeError_(f"overlayfs cannot be mounted under {work_root}")
+        base, lock_fd = new_workdir(work_root)
+        try:
+            dirs = {name: base / name for name in ("upper", "work", "merged")}
+            if not lowers:  # FROM scratch: overlay needs at least one lower
+                dirs["empty"] = base / "empty"
+                lowers = (dirs["empty"],)
+            for path in dirs.values():
+                path.mkdir()
+                os.chmod(path, 0o755)  # the upper dir's mode is the container root's
+            _mount_overlay(
+                tuple(Path(p) for p in lowers), dirs["upper"], dirs["work"], dirs["merged"], options
+            )
+        except BaseException:
+            os.close(lock_fd)
+            if not os.path.ismount(base / "merged"):
+                shutil.rmtree(base, ignore_errors=True)
+            raise
+        return OverlayMount(base, dirs["upper"], dirs["merged"], lock_fd)
+
+    def cleanup_stale(self, work_root: Path) -> int:
+        """Unmount and remove what dead processes left in ``work_root``; return how many."""
+        removed = 0
+        for base in stale_workdirs(work_root):
+            for point in mounts_under(base):
+                _umount(point, detach=True)
+            if not mounts_under(base):
+                shutil.rmtree(base)
+                removed += 1
+        return removed
+
+
+def _mount_overlay(
+    lowers: tuple[Path, ...], upper: Path, work: Path, merged: Path, options: tuple[str, ...]
+) -> None:
+    for path in (*lowers, upper, work):
+        if any(c in str(path) for c in _UNSAFE_CHARS):
+            raise RuntimeError_(f"overlay paths may not contain , : or \\ : {path}")
+    absolute = _options(
+        [str(p.absolute()) for p in lowers], str(upper.absolute()), str(work.absolute()), options
+    )
+    if len(absolute) < _PAGE:
+        try:
+            _mount(absolute, merged)
+        except OSError as exc:
+            raise RuntimeError_(f"mounting overlay at {merged}: {exc.strerror}") from exc
+        return
+    cwd = os.path.commonpath([str(p.absolute()) for p in lowers])
+    relative = _options(
+        [os.path.relpath(p.absolute(), cwd) for p in lowers],
+        _shorter(upper, cwd),
+        _shorter(work, cwd),
+        options,
+    )
+    if len(relative) >= _PAGE:
+        raise RuntimeError_(f"too many layers to mount ({len(lowers)}): options exceed one page")
+    done = subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", relative, str(merged.absolute())],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError_(f"mounting overlay at {merged}: {done.stderr.strip()}")
+
+
+def _options(lowers: list[str], upper: str, work: str, extra: tuple[str, ...]) -> str:
+    return ",".join((f"lowerdir={':'.join(lowers)}", f"upperdir={upper}", f"workdir={work}", *extra))
+
+
+def _shorter(path: Path, cwd: str) -> str:
+    relative = os.path.relpath(path.absolute(), cwd)
+    return relative if len(relative) < len(str(path.absolute())) else str(path.absolute())
+
+
+class OverlayMount:
+    """One mounted overlay. As a context manager: unmounts on success, discards on error."""
+
+    def __init__(self, base: Path, upper: Path, merged: Path, lock_fd: int) -> None:
+        self._base = base
+        self._merged = merged
+        self._lock_fd: int | None = lock_fd
+        self._mounted = True
+        self.upper = upper
+
+    @property
+    def root(self) -> Path:
+        """The merged view the step reads and writes."""
+        return self._merged
+
+    def unmount(self) -> None:
+        """End the mount (idempotent); ``upper`` then holds the step's changes."""
+        if not self._mounted:
+            return
+        try:
+            _umount(self._merged)
+        except OSError as exc:
+            raise RuntimeError_(f"unmounting {self._merged}: {exc.strerror}") from exc
+        self._mounted = False
+
+    def discard(self) -> None:
+        """Unmount (lazily if busy) and remove every directory of this mount still here."""
+        if self._mounted:
+            try:
+                _umount(self._merged)
+            except OSError as exc:
+                if exc.errno == errno.EBUSY:
+                    _umount(self._merged, detach=True)
+                elif exc.errno != errno.EINVAL:  # EINVAL: someone else unmounted it already
+                    raise RuntimeError_(f"unmounting {self._merged}: {exc.strerror}") from exc
+            self._mounted = False
+        if mounts_under(self._base):  # never delete through a mount into the lower layers
+            raise RuntimeError_(f"{self._merged} is still mounted; not removing it")
+        shutil.rmtree(self._base, ignore_errors=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> OverlayMount:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.unmount()
+        else:
+            self.discard()
