@@ -163,3 +163,27 @@ def test_we_load_what_docker_saves(docker: list[str], image: tuple[Store, Stored
     assert refs == [Reference.parse("hello:again")]
     assert loaded.image.layers[0].diff_id == stored.image.layers[0].diff_id
     assert Digest.of(fresh.blobs.read(loaded.config_digest)) == stored.config_digest
+
+
+def test_docker_runs_a_lamina_build_with_whiteouts(docker: list[str], tmp_path: Path) -> None:
+    """Deleted files (whiteouts) and a replaced directory (opaque) stay gone in real Docker."""
+    from helpers.images import busybox_image
+
+    from lamina import api
+    from lamina.build.options import BuildOptions
+
+    store = Store(tmp_path / "store")
+    busybox_image(store, "busybox:test")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox:test\n"
+        "RUN mkdir -p /d/sub && echo 1 > /d/sub/old && echo x > /gone\n"
+        "RUN rm /gone /etc/group && rm -rf /d && mkdir /d && echo 2 > /d/new\n")
+    api.build(store, BuildOptions(context=ctx, tags=("lamina-whiteouts:1",)))
+    out = tmp_path / "img.tar"
+    save(store, ["lamina-whiteouts:1"], out)
+    run(*docker, "load", "-i", str(out))
+    listing = run(*docker, "run", "--rm", "--network", "none", "lamina-whiteouts:1",
+                  "sh", "-c", "ls /d; ls /gone /etc/group /d/sub 2>&1 | wc -l")
+    assert listing.split() == ["new", "3"]
