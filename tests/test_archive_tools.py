@@ -168,7 +168,6 @@ def test_we_load_what_docker_saves(docker: list[str], image: tuple[Store, Stored
 def test_docker_runs_a_lamina_build_with_whiteouts(docker: list[str], tmp_path: Path) -> None:
     """Deleted files (whiteouts) and a replaced directory (opaque) stay gone in real Docker."""
     from helpers.images import busybox_image
-
     from lamina import api
     from lamina.build.options import BuildOptions
 

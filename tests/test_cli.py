@@ -62,7 +62,7 @@ def test_push_pull_and_build_from_registry(base: Path, tmp_path: Path) -> None:
         name = f"{reg.host}/demo/app:v1"
         lamina(base, "build", "-t", name, str(ctx))
         pushed = lamina(base, "push", name).stdout
-        assert f"v1: digest: sha256:" in pushed
+        assert "v1: digest: sha256:" in pushed
         fresh = tmp_path / "b"
         lamina(fresh, "pull", name)
         assert lamina(fresh, "run", name, "cat", "/msg").stdout == "pushed\n"

@@ -21,6 +21,8 @@ from lamina.errors import LayerError
 from lamina.oci.digest import Digest
 
 GZIP_LEVEL = 1  # isal level 1 ≈ zlib's default size at ~10x its speed
+_BLOCK = 1 << 16  # bytes handed to the compressor at a time
+_MAGIC = 6  # the longest magic number detect_compression looks at (xz)
 
 
 class _Sink(Protocol):
@@ -61,16 +63,28 @@ class LayerSink:
         self._out = out
         self._hasher = hashlib.sha256()
         self._compressor = _compressor(compression)
+        self._pending = bytearray()
         self.uncompressed_size = 0
         self._closed = False
 
     def write(self, data: bytes) -> int:
         self._hasher.update(data)
         self.uncompressed_size += len(data)
-        chunk = self._compressor.compress(bytes(data))
+        # isal's output depends on how its input is split, so it is fed fixed-size blocks:
+        # the blob then depends only on the bytes, not on the writer's chunking.
+        pending = self._pending
+        pending += data
+        if len(pending) >= _BLOCK:
+            full = len(pending) - len(pending) % _BLOCK
+            for start in range(0, full, _BLOCK):
+                self._compress(bytes(pending[start:start + _BLOCK]))
+            del pending[:full]
+        return len(data)
+
+    def _compress(self, block: bytes) -> None:
+        chunk = self._compressor.compress(block)
         if chunk:
             self._out.write(chunk)
-        return len(data)
 
     def tell(self) -> int:  # tarfile asks for it in stream mode
         return self.uncompressed_size
@@ -78,6 +92,9 @@ class LayerSink:
     def close(self) -> None:
         """Flush the compressor (idempotent). The caller commits ``out`` itself."""
         if not self._closed:
+            if self._pending:
+                self._compress(bytes(self._pending))
+                self._pending.clear()
             tail = self._compressor.flush()
             if tail:
                 self._out.write(tail)
@@ -103,26 +120,40 @@ def detect_compression(head: bytes) -> str:
 class _Reader(io.RawIOBase):
     """Adapts any object with ``read`` to a raw stream, so it can be buffered and peeked."""
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, head: bytes = b"") -> None:
         self._raw = raw
+        self._head = head  # bytes already read from ``raw``, served first
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._raw.read(len(buffer))
+        if self._head:
+            data, self._head = self._head[: len(buffer)], self._head[len(buffer):]
+        else:
+            data = self._raw.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
 
     def close(self) -> None:
-        self._raw.close()
+        close = getattr(self._raw, "close", None)  # a bare reader may have only ``read``
+        if close is not None:
+            close()
         super().close()
+
+
+def _read_head(raw: Any) -> bytes:
+    """The first bytes, enough to tell the compression even from a stream that returns short reads."""
+    head = b""
+    while len(head) < _MAGIC and (chunk := raw.read(_MAGIC - len(head))):
+        head += chunk
+    return head
 
 
 def open_layer(raw: BinaryIO) -> IO[bytes]:
     """A stream of the uncompressed tar from a possibly compressed stream ``raw``."""
-    stream: Any = raw if hasattr(raw, "peek") else io.BufferedReader(_Reader(raw), 1 << 20)
-    kind = detect_compression(stream.peek(6)[:6])
+    stream: Any = raw if hasattr(raw, "peek") else io.BufferedReader(_Reader(raw, _read_head(raw)), 1 << 20)
+    kind = detect_compression(stream.peek(_MAGIC)[:_MAGIC])
     if kind == "gzip":
         from isal import igzip
 

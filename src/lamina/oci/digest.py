@@ -14,22 +14,27 @@ from dataclasses import dataclass
 from lamina.errors import LaminaError
 
 _HEX = {"sha256": 64, "sha512": 128}
-_PATTERN = re.compile(r"^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-fA-F0-9]{32,})$")
+# The OCI spec (and go-digest) require lower-case hex for sha256 and sha512.
+_PATTERN = re.compile(r"^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-f0-9]{32,})$")
 
 
 @dataclass(frozen=True, slots=True, order=True)
 class Digest:
-    """An algorithm and its lower-case hex value."""
+    """An algorithm and its lower-case hex value.
+
+    ``parse`` is strict, as the OCI spec and go-digest are: upper-case hex is
+    refused rather than folded, so a digest always prints as it was given.
+    """
 
     algorithm: str
     hex: str
 
     @classmethod
     def parse(cls, text: str) -> Digest:
-        m = _PATTERN.match(text)
+        m = _PATTERN.fullmatch(text)
         if not m or _HEX.get(m.group(1)) != len(m.group(2)):
             raise LaminaError(f"invalid digest: {text!r}")
-        return cls(m.group(1), m.group(2).lower())
+        return cls(m.group(1), m.group(2))
 
     @classmethod
     def of(cls, data: bytes) -> Digest:
@@ -49,5 +54,5 @@ class Digest:
 
 
 def is_digest(text: str) -> bool:
-    m = _PATTERN.match(text)
+    m = _PATTERN.fullmatch(text)
     return bool(m) and _HEX.get(m.group(1)) == len(m.group(2))  # type: ignore[union-attr]

@@ -22,7 +22,8 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 _PATH_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 _LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN_RE = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?$")
-_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)  # Go's \w is ASCII-only
+_IDENTIFIER_RE = re.compile(r"^[a-f0-9]{64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,8 @@ def parse_loose(text: str) -> Reference:
     """Parse without adding a default tag (for ``lamina images NAME`` filters)."""
     if not text or text != text.strip():
         raise ReferenceError_(f"invalid reference format: {text!r}")
+    if _IDENTIFIER_RE.match(text):  # docker refuses a bare image ID as a name
+        raise ReferenceError_(f"invalid repository name ({text}), cannot specify 64-byte hexadecimal strings")
     rest, digest = text, None
     if "@" in rest:
         rest, _, dgst = rest.partition("@")

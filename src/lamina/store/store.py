@@ -82,7 +82,9 @@ class Store:
         config_digest = self.blobs.put(config_bytes)
         config_desc = Descriptor(mt.OCI_CONFIG if oci else mt.DOCKER_CONFIG, config_digest, len(config_bytes))
         manifest = image.manifest(config_desc, oci=oci)
-        return self.put_manifest_bytes(manifest.encode(), image=image)
+        # The layers as the manifest names them (media types follow the flavour), as get() returns them.
+        layers = tuple(Layer(d, lay.diff_id) for d, lay in zip(manifest.layers, image.layers, strict=True))
+        return self.put_manifest_bytes(manifest.encode(), image=Image(image.config, layers))
 
     def put_manifest_bytes(self, data: bytes, *, image: Image | None = None) -> StoredImage:
         """Record a manifest whose config and layers are already blobs."""
