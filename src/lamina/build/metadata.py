@@ -27,7 +27,8 @@ def command_form(config: ContainerConfig, command: tuple[str, ...], json: bool) 
 
 def resolve_workdir(current: str, path: str) -> str:
     """WORKDIR is relative to the previous one; the result is clean and absolute."""
-    return posixpath.normpath(posixpath.join(current or "/", path))
+    # normpath keeps a leading "//" (POSIX allows it a meaning); Go's path.Clean does not
+    return "/" + posixpath.normpath(posixpath.join(current or "/", path)).lstrip("/")
 
 
 def expose_ports(ports: tuple[str, ...], line: int, file: str) -> list[str]:
@@ -36,9 +37,9 @@ def expose_ports(ports: tuple[str, ...], line: int, file: str) -> list[str]:
     for spec in ports:
         port, _, proto = spec.partition("/")
         proto = (proto or "tcp").lower()
-        lo, _, hi = port.partition("-")
+        lo, dash, hi = port.partition("-")
         try:
-            first, last = int(lo), int(hi or lo)
+            first, last = int(lo), int(hi if dash else lo)
         except ValueError:
             raise DockerfileError(f"invalid containerPort: {port}", file=file, line=line) from None
         if not 0 <= first <= last <= 65535 or proto not in ("tcp", "udp", "sctp"):
@@ -67,8 +68,8 @@ def apply(config: ContainerConfig, instr: ins.Instruction, *, file: str = "Docke
             new = expose_ports(ports, instr.line, file)
             return replace(config, exposed_ports=tuple(dict.fromkeys(config.exposed_ports + tuple(new))))
         case ins.Volume(paths=paths):
-            vols = tuple(p for p in paths if p)
-            if not vols:
+            vols = tuple(paths)
+            if not vols or not all(vols):
                 raise DockerfileError("VOLUME specified can not be an empty string", file=file, line=instr.line)
             return replace(config, volumes=tuple(dict.fromkeys(config.volumes + vols)))
         case ins.User(user=user):

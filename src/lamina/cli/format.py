@@ -8,7 +8,7 @@ from datetime import datetime
 
 def human_size(size: float) -> str:
     """Decimal units with 3 significant digits: ``0B``, ``4.26MB`` (docker's HumanSize)."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
+    units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
     i = 0
     while size >= 1000 and i < len(units) - 1:
         size /= 1000.0
@@ -29,7 +29,7 @@ def human_duration(seconds: float) -> str:
         return "About a minute"
     if minutes < 60:
         return f"{minutes} minutes"
-    hours = round(s / 3600)
+    hours = int(s / 3600 + 0.5)  # Go rounds half away from zero
     if hours == 1:
         return "About an hour"
     if hours < 48:
@@ -40,7 +40,7 @@ def human_duration(seconds: float) -> str:
         return f"{hours // 24 // 7} weeks"
     if hours < 24 * 365 * 2:
         return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
+    return f"{max(1, int(hours / 24 / 365))} years"
 
 
 def parse_time(text: str | None) -> float | None:

@@ -1,0 +1,160 @@
+"""Layer blobs: one pass to diff_id + compressed digest, and reading back any compression."""
+
+from __future__ import annotations
+
+import bz2
+import gc
+import gzip
+import hashlib
+import io
+import lzma
+import tarfile
+import warnings
+
+import pytest
+import zstandard
+
+from lamina.errors import LayerError
+from lamina.image.layerio import LayerSink, detect_compression, open_layer
+from lamina.oci.digest import Digest
+
+
+def _tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in (("etc/hostname", b"lamina\n"), ("big", bytes(range(256)) * 2048)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+TAR = _tar()
+
+DECOMPRESS = {
+    "gzip": gzip.decompress,
+    "zstd": lambda b: zstandard.ZstdDecompressor().stream_reader(io.BytesIO(b), read_across_frames=True).read(),
+    "none": lambda b: b,
+}
+
+
+def _sink(data: bytes, compression: str, chunk: int = 1000) -> tuple[bytes, LayerSink]:
+    out = io.BytesIO()
+    sink = LayerSink(out, compression)
+    for start in range(0, len(data), chunk):
+        assert sink.write(data[start:start + chunk]) == len(data[start:start + chunk])
+    sink.close()
+    sink.close()  # idempotent
+    return out.getvalue(), sink
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_sink_diff_id_and_round_trip(compression: str) -> None:
+    blob, sink = _sink(TAR, compression)
+    assert sink.diff_id == Digest("sha256", hashlib.sha256(TAR).hexdigest())
+    assert sink.uncompressed_size == sink.tell() == len(TAR)
+    assert DECOMPRESS[compression](blob) == TAR
+    assert detect_compression(blob[:6]) == compression
+    if compression != "none":
+        assert len(blob) < len(TAR)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_sink_is_deterministic(compression: str) -> None:
+    first, _ = _sink(TAR, compression, chunk=1000)
+    second, _ = _sink(TAR, compression, chunk=1000)
+    rechunked, _ = _sink(TAR, compression, chunk=7777)
+    assert first == second == rechunked
+
+
+def test_gzip_header_has_no_time_or_name() -> None:
+    blob, _ = _sink(TAR, "gzip")
+    flags, mtime = blob[3], blob[4:8]
+    assert flags & 0x08 == 0  # FNAME
+    assert mtime == b"\0\0\0\0"
+
+
+def test_sink_of_nothing() -> None:
+    blob, sink = _sink(b"", "gzip")
+    assert sink.diff_id == Digest.of(b"")
+    assert gzip.decompress(blob) == b""
+
+
+def test_unknown_compression() -> None:
+    with pytest.raises(LayerError, match="unknown compression 'lz4'"):
+        LayerSink(io.BytesIO(), "lz4")
+
+
+def test_sink_feeds_a_tar_writer() -> None:
+    out = io.BytesIO()
+    sink = LayerSink(out, "gzip")
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+        info = tarfile.TarInfo("a")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    sink.close()
+    plain = gzip.decompress(out.getvalue())
+    assert sink.diff_id == Digest.of(plain)
+
+
+COMPRESSED = {
+    "gzip": gzip.compress(TAR, mtime=0),
+    "zstd": zstandard.ZstdCompressor().compress(TAR),
+    "bzip2": bz2.compress(TAR),
+    "xz": lzma.compress(TAR),
+    "none": TAR,
+}
+
+
+@pytest.mark.parametrize(("head", "expected"), [
+    (COMPRESSED["gzip"][:6], "gzip"),
+    (COMPRESSED["zstd"][:6], "zstd"),
+    (COMPRESSED["bzip2"][:6], "bzip2"),
+    (COMPRESSED["xz"][:6], "xz"),
+    (TAR[:6], "none"),
+    (b"", "none"),
+    (b"\x1f", "none"),
+])
+def test_detect_compression(head: bytes, expected: str) -> None:
+    assert detect_compression(head) == expected
+
+
+class ReadOnly:
+    """A non-seekable stream with nothing but ``read``, giving at most ``chunk`` bytes per call."""
+
+    def __init__(self, data: bytes, chunk: int | None = None) -> None:
+        self._data = io.BytesIO(data)
+        self._chunk = chunk
+
+    def read(self, n: int = -1) -> bytes:
+        if self._chunk is not None and (n < 0 or n > self._chunk):
+            n = self._chunk
+        return self._data.read(n)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3], ids=["whole", "trickle-1", "trickle-3"])
+@pytest.mark.parametrize("kind", list(COMPRESSED))
+def test_open_layer_from_a_bare_reader(kind: str, chunk: int | None) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an exception in a finalizer would surface here
+        stream = open_layer(ReadOnly(COMPRESSED[kind], chunk))  # type: ignore[arg-type]
+        assert stream.read() == TAR
+        stream.close()
+        del stream
+        gc.collect()
+
+
+@pytest.mark.parametrize("kind", list(COMPRESSED))
+def test_open_layer_from_a_buffered_file(kind: str) -> None:
+    raw = io.BufferedReader(io.BytesIO(COMPRESSED[kind]))  # peekable: used as is
+    with open_layer(raw) as stream:
+        assert stream.read() == TAR
+
+
+def test_open_layer_streams_into_tarfile() -> None:
+    with tarfile.open(None, "r|", open_layer(ReadOnly(COMPRESSED["zstd"], 512))) as tar:  # type: ignore[arg-type]
+        assert [m.name for m in tar] == ["etc/hostname", "big"]
+
+
+def test_open_layer_of_an_empty_stream() -> None:
+    assert open_layer(ReadOnly(b"")).read() == b""  # type: ignore[arg-type]
