@@ -92,6 +92,12 @@ def test_bad_dockerfile_is_one_located_error(store: Store, tmp_path: Path) -> No
         _build(store, ctx, "FROM busybox:test\nCOPY missing.txt /\n")
     with pytest.raises(LaminaError, match="nosuchimage"):
         _build(store, ctx, "FROM 127.0.0.1:1/nosuchimage\n")
+    # the store is as it was: no new tag, image, temp file or mount work dir
+    assert store.db.tags() == [("docker.io/library/busybox:test", store.db.tags()[0][1])]
+    assert len(store.db.images()) == 1
+    assert not list((store.root / "tmp").iterdir())
+    mounts = store.root / "mounts"
+    assert not mounts.exists() or not any(mounts.iterdir())
 
 
 def test_run_image(store: Store, tmp_path: Path) -> None:
@@ -102,3 +108,14 @@ def test_run_image(store: Store, tmp_path: Path) -> None:
     assert api.run(store, "t:latest", output=out.write) == 0
     assert out.getvalue() == b"built\n"
     assert api.run(store, "t:latest", ["sh", "-c", "exit 4"]) == 4
+
+
+def test_build_cleans_up_after_a_killed_process(store: Store, tmp_path: Path) -> None:
+    """A work dir of a dead lamina process (pid that cannot exist) is removed at the next build."""
+    stale = store.root / "mounts" / "mnt-999999999-abc"
+    (stale / "upper").mkdir(parents=True)
+    (stale / "upper" / "junk").write_text("left by a SIGKILL")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    _build(store, ctx, "FROM busybox:test\nRUN true\n")
+    assert not stale.exists()

@@ -74,3 +74,24 @@ def test_push_pull_and_build_from_registry(base: Path, tmp_path: Path) -> None:
             proc = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{name}"],
                                   capture_output=True, text=True, timeout=60)
             assert proc.returncode == 0, proc.stderr
+
+
+def test_image_commands(base: Path, tmp_path: Path) -> None:
+    lamina(base, "tag", "busybox:test", "example.com/team/bb:1")
+    listing = lamina(base, "images").stdout.splitlines()
+    assert listing[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    assert any(line.split()[:2] == ["example.com/team/bb", "1"] for line in listing)
+    image_id = lamina(base, "inspect", "-f", "{{.Id}}", "busybox:test").stdout.strip()
+    assert image_id.startswith("sha256:")
+    assert lamina(base, "inspect", "-f", "{{.Id}}", "example.com/team/bb:1").stdout.strip() == image_id
+    # by ID with two tags: docker refuses without -f
+    refused = lamina(base, "rmi", image_id[7:19], check=False)
+    assert refused.returncode == 1 and "must be forced" in refused.stderr
+    out = tmp_path / "bb.tar"
+    lamina(base, "save", "-o", str(out), "example.com/team/bb:1")
+    assert lamina(base, "rmi", "example.com/team/bb:1").stdout == "Untagged: example.com/team/bb:1\n"
+    missing = lamina(base, "inspect", "example.com/team/bb:1", check=False)
+    assert missing.returncode == 1 and missing.stderr.startswith("Error: no such image")
+    assert lamina(base, "load", "-i", str(out)).stdout == "Loaded image: example.com/team/bb:1\n"
+    removed = lamina(base, "rmi", "-f", image_id).stdout
+    assert "Untagged: busybox:test" in removed and f"Deleted: {image_id}" in removed

@@ -6,7 +6,7 @@ the registry client); everything below receives them as parameters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -48,9 +48,26 @@ def build(store: Store, options: BuildOptions, *, listener: events.Listener = ev
     from lamina.runtime.runc import RuncExecutor
 
     enter_private_mount_namespace()
+    chosen = _snapshotter(store, snapshotter)
+    recover(store, chosen, runtime)
     executor = RuncExecutor(store.root / "runc", runtime=runtime, bundle_dir=store.root / "tmp")
-    builder = Builder(store, _snapshotter(store, snapshotter), executor, resolver(store, platform=options.platform), listener)
+    builder = Builder(store, chosen, executor, resolver(store, platform=options.platform), listener)
     return builder.build(options)
+
+
+def recover(store: Store, snapshotter, runtime: str = "runc") -> None:  # type: ignore[no-untyped-def]
+    """Clean up what a killed lamina process left: mounts' work dirs, runc containers, temp files.
+
+    Cheap when there is nothing to do (a directory listing each), so every build and run starts
+    with it; live processes' leftovers are never touched (their work dirs are locked).
+    """
+    from lamina.runtime.runc import cleanup_stale
+
+    snapshotter.cleanup_stale(store.root / "mounts")
+    state = store.root / "runc"
+    if state.is_dir() and any(state.iterdir()):
+        cleanup_stale(state, runtime=runtime)
+    store.blobs.clean_tmp()
 
 
 def _snapshotter(store: Store, name: str):  # type: ignore[no-untyped-def]
@@ -96,12 +113,12 @@ def load(store: Store, src: BinaryIO | Path):  # type: ignore[no-untyped-def]
 
 def run(store: Store, name: str, args: Sequence[str] = (), *, env: Sequence[str] = (), network: str = "host",
         workdir: str | None = None, user: str | None = None, entrypoint: str | None = None,
-        stdin: BinaryIO | None = None, output=None, tty: bool = False,  # type: ignore[no-untyped-def]
+        stdin: BinaryIO | None = None, output: Callable[[bytes], None] | None = None, tty: bool = False,
         snapshotter: str = "auto", runtime: str = "runc") -> int:
     """Run an image's ENTRYPOINT/CMD (or ``args``) in a throw-away container; return its exit code."""
     from lamina.build.copy import mkdir_all
     from lamina.build.layers import LayerManager
-    from lamina.build.steps import DEFAULT_PATH, _home
+    from lamina.build.steps import DEFAULT_PATH, home_of
     from lamina.build.users import resolve_user
     from lamina.errors import BuildError
     from lamina.runtime.mountns import enter_private_mount_namespace
@@ -123,10 +140,12 @@ def run(store: Store, name: str, args: Sequence[str] = (), *, env: Sequence[str]
     work = store.root / "mounts"
     work.mkdir(exist_ok=True)
     executor = RuncExecutor(store.root / "runc", runtime=runtime, bundle_dir=store.root / "tmp")
-    with _snapshotter(store, snapshotter).prepare(lowers, work) as mount:
+    chosen = _snapshotter(store, snapshotter)
+    recover(store, chosen, runtime)
+    with chosen.prepare(lowers, work) as mount:
         root = mount.root
         uid, gid, groups = resolve_user(root, user if user is not None else cfg.user)
-        environment.setdefault("HOME", _home(root, uid))
+        environment.setdefault("HOME", home_of(root, uid))
         cwd = workdir or cfg.working_dir or "/"
         mkdir_all(root, cwd, (0, 0))
         process = ProcessSpec(args=argv, env=tuple(f"{k}={v}" for k, v in environment.items()), cwd=cwd,

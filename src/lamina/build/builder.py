@@ -23,6 +23,7 @@ from lamina.build.layers import LayerManager
 from lamina.build.options import BuildOptions
 from lamina.build.stagerun import StageRun
 from lamina.build.stepkeys import StatCacheAdapter
+from lamina.build.steps import PROXY_ARGS
 from lamina.dockerfile.shell import Lexer
 from lamina.dockerfile.stages import Dockerfile, find_stage, parse_dockerfile
 from lamina.errors import DockerfileError
@@ -34,8 +35,6 @@ from lamina.store.store import Store, StoredImage
 
 Resolver = Callable[[str, bool], StoredImage]
 
-PREDEFINED_ARGS = frozenset({"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
-                             "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"})
 
 
 @dataclass(slots=True)
@@ -174,7 +173,7 @@ class Builder:
         return scope
 
     def _warn_unused(self, run: BuildRun) -> None:
-        unused = sorted(set(run.options.build_args) - run.used_args - PREDEFINED_ARGS)
+        unused = sorted(set(run.options.build_args) - run.used_args - PROXY_ARGS)
         if unused:
             self.emit(events.Warning_(f"One or more build-args {unused} were not consumed"))
 

@@ -8,15 +8,18 @@ pass of tar → diff_id hash → compression → blob digest.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 from lamina.image.image import Image, Layer
 from lamina.image.layerio import LayerSink, open_layer
 from lamina.oci import mediatype as mt
 from lamina.oci.descriptor import Descriptor
+from lamina.oci.digest import Digest
 from lamina.snapshot.diff import prune_runtime_stubs, write_layer
 from lamina.snapshot.unpack import unpack_to_snapshot
 from lamina.store.store import Store
@@ -36,13 +39,16 @@ class LayerManager:
         for layer in image.layers:
             path = self.store.snapshot_path(layer.diff_id)
             if not path.exists():
-                path = unpack_to_snapshot(lambda lay=layer: open_layer(self.store.blobs.open(lay.digest)),
-                                          self.store.snapshots_dir, layer.diff_id)
+                opener = functools.partial(self._open_plain, layer.digest)
+                path = unpack_to_snapshot(opener, self.store.snapshots_dir, layer.diff_id)
             paths.append(path)
         paths.reverse()
         # overlayfs refuses a lower dir listed twice (ELOOP); dropping the lower copy of a
         # repeated layer leaves the merged view unchanged, since the upper copy re-applies it
         return list(dict.fromkeys(paths))
+
+    def _open_plain(self, digest: Digest) -> IO[bytes]:
+        return open_layer(self.store.blobs.open(digest))
 
     def commit(self, upper: Path, lowers: Sequence[Path]) -> Layer:
         """Turn an upper dir into a layer blob and keep it as that layer's snapshot."""

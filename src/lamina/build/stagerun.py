@@ -132,6 +132,7 @@ class StageRun:
             return self._arg(instr)
         expanded, _names = expand_tracking(instr, self._env(), run.lexer, file=run.file)
         cfg = self.image.config.config
+        inputs: dict[str, Any]
         match expanded:
             case ins.Run():
                 plan = steps.plan_run(expanded, cfg, self._run_args(), run.options.network)
@@ -169,8 +170,7 @@ class StageRun:
 
     def _run_args(self) -> dict[str, str]:
         out = dict(self.args)
-        for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
-                     "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        for name in sorted(steps.PROXY_ARGS):
             if name in self.run.options.build_args:
                 out.setdefault(name, self.run.options.build_args[name])
         return out
@@ -198,7 +198,7 @@ class StageRun:
         where = self.where(line)
         workdir = self.image.config.config.working_dir
         for src in instr.sources:
-            if src.startswith(("http://", "https://")) or (src.startswith("git@")):
+            if src.startswith(("http://", "https://", "git@")):
                 raise BuildError(f"{where}: ADD from a URL is not supported yet: {src}")
         canon = canonical_instruction(instr)
         if instr.from_:

@@ -7,7 +7,6 @@ the caller turns into the step's layer.
 
 from __future__ import annotations
 
-import posixpath
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,7 +25,10 @@ from lamina.runtime.spec import ProcessSpec
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _LONE_HEREDOC = re.compile(r"<<-?([\"']?)[^\s\"']+\1")
-HOSTNAME = "buildkitsandbox"  # what BuildKit names the RUN container; scripts see it
+HOSTNAME = "buildkitsandbox"
+# Docker's predefined ARGs: usable by RUN without an ARG line, never recorded in the image
+PROXY_ARGS = frozenset({"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
+                        "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"})  # what BuildKit names the RUN container; scripts see it
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,7 @@ def execute_run(root: Path, plan: RunPlan, executor: Executor, output: Callable[
     uid, gid, groups = _user(root, plan.user, where)
     env = list(plan.env)
     if not any(e.startswith("HOME=") for e in env):
-        env.append(f"HOME={_home(root, uid)}")
+        env.append(f"HOME={home_of(root, uid)}")
     mkdir_all(root, plan.cwd, (0, 0))
     process = ProcessSpec(args=plan.args, env=tuple(env), cwd=plan.cwd, uid=uid, gid=gid, additional_gids=groups)
     try:
@@ -101,7 +103,7 @@ def _user(root: Path, spec: str, where: str) -> tuple[int, int, tuple[int, ...]]
         raise BuildError(f"{where}: {exc}") from exc
 
 
-def _home(root: Path, uid: int) -> str:
+def home_of(root: Path, uid: int) -> str:
     """HOME for RUN: the user's passwd entry, else ``/`` (Docker's rule)."""
     try:
         text = resolve_in_root(root, "/etc/passwd", follow_final=True).read_text(errors="replace")
@@ -121,7 +123,7 @@ def execute_workdir(root: Path, path: str, user: str, where: str) -> None:
 
 
 def execute_copy(root: Path, instr: ins.Copy | ins.Add, selected: list[Selected], src: SourceRoot | None,
-                 *, workdir: str, where: str, lexer_expand: Callable[[str], str] | None = None) -> None:
+                 *, workdir: str, where: str) -> None:
     """COPY/ADD the selected sources (and heredocs) into ``root``."""
     try:
         chown = parse_chown(root, instr.chown) if instr.chown else None
@@ -143,7 +145,3 @@ def _chmod(text: str) -> int:
     if not 0 <= value <= 0o7777:
         raise BuildError(f"invalid chmod parameter: {text!r}")
     return value
-
-
-def workdir_path(current: str, path: str) -> str:
-    return posixpath.normpath(posixpath.join(current or "/", path))

@@ -56,7 +56,7 @@ def build(ctx: click.Context, context: Path, tags: tuple[str, ...], dockerfile: 
     if timestamp is None and os.environ.get("SOURCE_DATE_EPOCH", "").isdigit():
         timestamp = int(os.environ["SOURCE_DATE_EPOCH"])
     text = sys.stdin.read() if dockerfile == "-" else None
-    path = None if dockerfile in (None, "-") else Path(dockerfile)  # type: ignore[arg-type]
+    path = None if dockerfile in (None, "-") else Path(dockerfile)
     if path is not None and not path.is_absolute() and not path.exists() and (context / path).exists():
         path = context / path
     options = BuildOptions(

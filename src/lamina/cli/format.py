@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
+
+_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$")
 
 
 def human_size(size: float) -> str:
@@ -40,19 +43,21 @@ def human_duration(seconds: float) -> str:
         return f"{hours // 24 // 7} weeks"
     if hours < 24 * 365 * 2:
         return f"{hours // 24 // 30} months"
-    return f"{max(1, int(hours / 24 / 365))} years"
+    return f"{s // 3600 // 24 // 365} years"  # Go uses the unrounded hours here
 
 
 def parse_time(text: str | None) -> float | None:
-    """An RFC 3339 timestamp (nanoseconds allowed) as epoch seconds."""
+    """An RFC 3339 timestamp (nanoseconds and offsets allowed) as epoch seconds."""
     if not text:
         return None
-    base, _, frac = text.rstrip("Z").partition(".")
+    m = _RFC3339.match(text)
+    if not m:
+        return None
     try:
-        epoch = datetime.fromisoformat(base + "+00:00").timestamp()
+        stamp = datetime.fromisoformat(m.group(1) + (m.group(3) or "+00:00").replace("Z", "+00:00"))
     except ValueError:
         return None
-    return epoch + (float("0." + frac[:9]) if frac.isdigit() else 0.0)
+    return stamp.timestamp() + (float("0." + m.group(2)) if m.group(2) else 0.0)
 
 
 def ago(text: str | None) -> str:

@@ -11,7 +11,7 @@ import click
 
 from lamina.cli.format import ago, human_size, table
 from lamina.cli.main import store_of
-from lamina.errors import ImageNotFound
+from lamina.errors import StoreError
 
 
 def _image_size(store: Any, stored: Any) -> int:
@@ -41,7 +41,7 @@ def images(ctx: click.Context, repository: str | None, quiet: bool, no_trunc: bo
     rows, seen = [header], set()
     for manifest, _config, _mt, _created in sorted(store.db.images(), key=lambda r: -r[3]):
         stored = store.get(Digest.parse(manifest))
-        refs = tagged.get(manifest) or [None]
+        refs: list[Reference | None] = list(tagged.get(manifest, [])) or [None]
         for ref in refs:
             if repository and (ref is None or repository not in (ref.familiar_repository, ref.repository)):
                 continue
@@ -76,22 +76,16 @@ def tag(ctx: click.Context, source: str, target: str) -> None:
 @click.pass_context
 def rmi(ctx: click.Context, names: tuple[str, ...], force: bool) -> None:
     """Remove one or more images."""
-    from lamina.oci.reference import Reference
-
     store = store_of(ctx)
     for name in names:
         stored = store.resolve(name)
-        refs = store.tags_of(stored.manifest_digest)
-        named = [r for r in refs if name in (str(r), r.familiar)] or []
-        try:
-            named = named or [r for r in refs if r == Reference.parse(name)]
-        except Exception:  # an ID: remove every tag (needs -f when several)
-            named = []
-        if not named:
-            if len(refs) > 1 and not force:
-                raise ImageNotFound(f"conflict: unable to delete {name} (must be forced) - "
-                                    "image is referenced in multiple repositories")
-            named = refs
+        tags = store.tags_of(stored.manifest_digest)
+        named = [ref for ref in tags if name in (str(ref), ref.familiar, ref.familiar_repository)]
+        if not named:  # removing by ID drops every tag, which docker makes you force
+            if len(tags) > 1 and not force:
+                raise StoreError(f"conflict: unable to delete {name} (must be forced) - "
+                                 "image is referenced in multiple repositories")
+            named = tags
         for ref in named:
             store.untag(ref)
             click.echo(f"Untagged: {ref.familiar}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from typing import IO, Any, BinaryIO, Protocol
+from typing import IO, Any, BinaryIO, Protocol, cast
 
 from lamina.errors import LayerError
 from lamina.oci.digest import Digest
@@ -46,11 +46,13 @@ def _compressor(compression: str) -> _Compressor:
     if compression == "gzip":
         from isal import isal_zlib
 
-        return isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, 31)  # type: ignore[no-any-return]
+        compressor: _Compressor = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, 31)
+        return compressor
     if compression == "zstd":
         import zstandard
 
-        return zstandard.ZstdCompressor(level=3).compressobj()  # type: ignore[no-any-return]
+        zstd: _Compressor = zstandard.ZstdCompressor(level=3).compressobj()
+        return zstd
     if compression == "none":
         return _Identity()
     raise LayerError(f"unknown compression {compression!r}")
@@ -157,11 +159,11 @@ def open_layer(raw: BinaryIO) -> IO[bytes]:
     if kind == "gzip":
         from isal import igzip
 
-        return igzip.IGzipFile(fileobj=stream, mode="rb")  # type: ignore[no-any-return]
+        return cast(IO[bytes], igzip.IGzipFile(fileobj=stream, mode="rb"))  # type: ignore[no-untyped-call]
     if kind == "zstd":
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)  # type: ignore[no-any-return]
+        return cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True))
     if kind == "bzip2":
         import bz2
 
