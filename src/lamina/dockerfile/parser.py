@@ -183,6 +183,23 @@ def _run_package(text: str, file: str, escape: str, *, line_offset: int = 0) -> 
             raise DockerfileError("the Dockerfile cannot be empty", file=file) from None
         line = _error_line(text, message, escape)
         raise DockerfileError(message, file=file, line=line and line + line_offset) from None
+    except UnicodeDecodeError:
+        # the package's C bridge can split a multi-byte character it slices (seen with HEALTHCHECK)
+        line = _first_undecodable_line(text)
+        raise DockerfileError("cannot parse this instruction's non-ASCII text", file=file,
+                              line=line and line + line_offset) from None
+
+
+def _first_undecodable_line(text: str, limit: int = 2000) -> int | None:
+    lines = text.split("\n")
+    for count in range(1, min(len(lines), limit) + 1):
+        try:
+            _buildkit.parse_string("\n".join(lines[:count]))
+        except UnicodeDecodeError:
+            return count
+        except _buildkit.GoParseError:
+            continue
+    return None
 
 
 def _error_line(text: str, message: str, escape: str, limit: int = 2000) -> int | None:
