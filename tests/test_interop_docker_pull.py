@@ -1,0 +1,134 @@
+"""What lamina pushes, others pull: RepoDigests like docker's, and a real dockerd pulls and runs it.
+
+The dockerd is our own (own data root, exec root and socket, no bridge), and
+talks to the loopback registry, which docker treats as insecure by default.
+The dockerd test is skipped when docker/dockerd is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers.images import busybox_rootfs_tar
+from helpers.registry import RunningRegistry, running_registry
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runc"), reason="needs root and runc"),
+]
+
+
+def lamina(root: Path, *args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "lamina", "--root", str(root), *args],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"lamina {' '.join(args)} failed: {proc.stderr}"
+    return proc.stdout
+
+
+def docker_run(*argv: str) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, f"{argv}: {proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
+    with running_registry(tmp_path_factory.mktemp("registry")) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def pushed(registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Two images lamina built and pushed: Docker media types (the default) and OCI (``--oci``)."""
+    work = tmp_path_factory.mktemp("lamina")
+    store = work / "store"
+    tarball = work / "rootfs.tar"
+    tarball.write_bytes(busybox_rootfs_tar())
+    lamina(store, "import", "-c", "ENV PATH=/bin", str(tarball), "busybox:test")
+    ctx = work / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox:test\nRUN echo from-lamina > /msg && rm /etc/group\n"
+                                    'ENV GREETING=hi\nCMD ["sh", "-c", "cat /msg; echo $GREETING; ls /etc"]\n')
+    out: dict[str, object] = {"store": store}
+    for flavour, flags in (("docker", ()), ("oci", ("--oci",))):
+        name = f"{registry.host}/interop/{flavour}:v1"
+        lamina(store, "build", "-t", name, *flags, str(ctx))
+        line = lamina(store, "push", name).strip().splitlines()[-1]
+        out[flavour] = (name, line.split("digest: ")[1].split()[0])
+    return out
+
+
+def test_repo_digests_after_push_and_pull(pushed: dict[str, object], tmp_path: Path) -> None:
+    store = pushed["store"]
+    assert isinstance(store, Path)
+    name, digest = pushed["docker"]  # type: ignore[misc]
+    repository = name.rsplit(":", 1)[0]
+    oci_name, oci_digest = pushed["oci"]  # type: ignore[misc]
+    # one image (one config, so one ID) pushed twice: docker lists every repository's digest
+    info = json.loads(lamina(store, "inspect", name))[0]
+    assert info["RepoDigests"] == [f"{repository}@{digest}", f"{oci_name.rsplit(':', 1)[0]}@{oci_digest}"]
+    fresh = tmp_path / "fresh"
+    lamina(fresh, "pull", name)
+    assert json.loads(lamina(fresh, "inspect", name))[0]["RepoDigests"] == [f"{repository}@{digest}"]
+    assert lamina(fresh, "inspect", "-f", "{{.Id}}", name) == lamina(store, "inspect", "-f", "{{.Id}}", name)
+
+
+@pytest.fixture(scope="module")
+def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """A docker client talking to a private dockerd, stopped afterwards."""
+    client = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else shutil.which("docker")
+    daemon = shutil.which("dockerd")
+    if client is None or daemon is None:
+        pytest.skip("docker/dockerd not installed")
+    data = tmp_path_factory.mktemp("dockerd")
+    exec_root = Path(tempfile.mkdtemp(prefix="ldp-"))  # short: containerd's socket path has a length limit
+    sock = exec_root / "docker.sock"
+    with open(data / "log", "wb") as log:
+        proc = subprocess.Popen(
+            [daemon, "--bridge=none", "--iptables=false", "--data-root", str(data / "root"),
+             "--exec-root", str(exec_root / "exec"), "--pidfile", str(exec_root / "pid"), "-H", f"unix://{sock}"],
+            stdout=log, stderr=log, start_new_session=True)
+    argv = [client, "-H", f"unix://{sock}"]
+    try:
+        deadline = time.monotonic() + 45
+        while subprocess.run([*argv, "info"], capture_output=True).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.skip("dockerd did not start: " + (data / "log").read_text()[-300:])
+            time.sleep(0.5)
+        yield argv
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(exec_root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("flavour", ["docker", "oci"])
+def test_dockerd_pulls_and_runs_what_lamina_pushed(docker: list[str], pushed: dict[str, object],
+                                                   flavour: str) -> None:
+    store = pushed["store"]
+    assert isinstance(store, Path)
+    name, digest = pushed[flavour]  # type: ignore[misc]
+    docker_run(*docker, "pull", name)
+    info = json.loads(docker_run(*docker, "image", "inspect", name))[0]
+    ours = json.loads(lamina(store, "inspect", name))[0]
+    assert info["Id"] == ours["Id"]
+    wanted = f"{name.rsplit(':', 1)[0]}@{digest}"
+    # both name the image by every repository digest known (docker: those it pulled so far)
+    assert wanted in info["RepoDigests"] and set(info["RepoDigests"]) <= set(ours["RepoDigests"])
+    assert info["RootFS"]["Layers"] == ours["RootFS"]["Layers"]
+    output = docker_run(*docker, "run", "--rm", "--network", "none", name).split()
+    assert output[:2] == ["from-lamina", "hi"] and "group" not in output and "passwd" in output
