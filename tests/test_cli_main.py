@@ -1,0 +1,79 @@
+"""The command group: subcommands load on demand, and a cached build imports only what it needs."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from lamina.cli.main import COMMAND_MODULES, cli
+
+# what a fully cached `lamina build` must not import: the step machinery, transports, other commands
+NOT_ON_THE_CACHED_PATH = (
+    "lamina.snapshot", "lamina.runtime", "lamina.build.copy", "lamina.image.layerio", "lamina.transport",
+    "lamina.cli.image_cmds", "lamina.cli.registry_cmds", "lamina.cli.run_cmd",
+    "httpx", "rich", "isal", "zstandard", "tarfile", "ctypes", "concurrent",
+)
+
+
+def test_the_table_names_every_command_of_every_module() -> None:
+    modules = sorted(p.stem for p in Path(importlib.import_module("lamina.cli").__path__[0]).glob("*.py"))
+    found = {}
+    for name in modules:
+        module = importlib.import_module(f"lamina.cli.{name}")
+        for command in getattr(module, "COMMANDS", ()):
+            found[command.name] = name
+    assert found == COMMAND_MODULES
+
+
+def _imported_after(*argv: str) -> set[str]:
+    code = ("import sys, json\nfrom lamina.cli.main import cli\n"
+            f"try:\n    cli.main({list(argv)!r}, prog_name='lamina')\nexcept SystemExit:\n    pass\n"
+            "print(json.dumps(sorted(sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+def _offending(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in NOT_ON_THE_CACHED_PATH))
+
+
+def test_a_command_loads_only_its_own_module() -> None:
+    modules = _imported_after("build", "--help")
+    assert "lamina.cli.build_cmd" in modules
+    assert {"lamina.cli.image_cmds", "lamina.cli.registry_cmds", "lamina.cli.run_cmd"}.isdisjoint(modules)
+
+
+def test_help_lists_every_command_and_typos_get_suggestions() -> None:
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["--help"]).output
+    for name in COMMAND_MODULES:
+        assert f"  {name} " in listed
+    wrong = runner.invoke(cli, ["histroy"])
+    assert wrong.exit_code == 2 and "Did you mean 'history'?" in wrong.output
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runc"), reason="needs root and runc")
+def test_a_fully_cached_build_imports_only_what_it_needs(tmp_path: Path) -> None:
+    from helpers.images import busybox_image
+    from lamina.store.store import Store
+
+    root = tmp_path / "store"
+    busybox_image(Store(root), "busybox:test")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "app.sh").write_text("echo hi\n")
+    (ctx / "Dockerfile").write_text("FROM busybox:test\nENV A=1\nWORKDIR /app\nCOPY app.sh /app/\n"
+                                    "RUN chmod +x /app/app.sh\nLABEL x=y\nCMD [\"/app/app.sh\"]\n")
+    argv = ("--root", str(root), "build", "-q", "-t", "app", str(ctx))
+    assert "lamina.runtime.runc" in _imported_after(*argv)  # the first build runs its steps
+    assert _offending(_imported_after(*argv)) == []
