@@ -30,9 +30,13 @@ def run(ctx: click.Context, image: str, args: tuple[str, ...], rm: bool, env: tu
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
 
+    def write_err(data: bytes) -> None:
+        sys.stderr.buffer.write(data)
+        sys.stderr.buffer.flush()
+
     code = api.run(store_of(ctx), image, args, env=env, network=network, workdir=workdir, user=user,
                    entrypoint=entrypoint, stdin=sys.stdin.buffer if interactive else None,
-                   output=None if tty else write, tty=tty)
+                   output=None if tty else write, errors=None if tty else write_err, tty=tty)
     ctx.exit(code)
 
 

@@ -34,12 +34,14 @@ class Executor(Protocol):
         stdin: BinaryIO | None = None,
         output: Output | None = None,
         hostname: str = DEFAULT_HOSTNAME,
+        errors: Output | None = None,
     ) -> int:
         """Return the exit status (``128+N`` when killed by signal ``N``).
 
         ``output`` is called in the caller's thread with chunks of merged
         stdout and stderr as they arrive (order is kept within each stream,
-        not necessarily across them); ``None`` discards them. ``stdin``
+        not necessarily across them); ``None`` discards them. With
+        ``errors`` (``lamina run``), stderr is kept apart and goes there. ``stdin``
         is read to its end (never closed); ``None`` means ``/dev/null``.
         A failure to start the process (runtime error, missing executable)
         raises :class:`~lamina.errors.RuntimeError_`, it is not an exit status.
@@ -77,6 +79,7 @@ class RecordingExecutor:
         stdin: BinaryIO | None = None,
         output: Output | None = None,
         hostname: str = DEFAULT_HOSTNAME,
+        errors: Output | None = None,
     ) -> int:
         data = stdin.read() if stdin is not None else None
         self.calls.append(RunCall(rootfs, process, network, mounts, hostname, data))

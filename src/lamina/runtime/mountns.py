@@ -32,3 +32,8 @@ def enter_private_mount_namespace() -> bool:
         return False
     _done = True
     return True
+
+
+def in_private_mount_namespace() -> bool:
+    """Whether :func:`enter_private_mount_namespace` succeeded in this process."""
+    return _done

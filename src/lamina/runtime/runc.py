@@ -33,6 +33,7 @@ from typing import IO, Any, BinaryIO
 
 from lamina.errors import RuntimeError_
 from lamina.runtime.executor import DEFAULT_HOSTNAME, Output
+from lamina.runtime.mountns import in_private_mount_namespace
 from lamina.runtime.spec import (
     NOFILE_LIMIT,
     Mount,
@@ -51,6 +52,7 @@ OWNER_ANNOTATION = "org.lamina.owner"
 _CHUNK = 65536
 _STOP_TIMEOUT = 10.0
 _CAP_SYS_RESOURCE = 24
+_MNT_DETACH = 2
 
 
 class RuncExecutor:
@@ -61,6 +63,8 @@ class RuncExecutor:
         self._root = Path(root)
         self._bundle_dir = bundle_dir
         self._nofile = nofile_limit()
+        if Path(self._binary).name == "crun":
+            hide_hybrid_cgroup2()
 
     def run(
         self,
@@ -72,6 +76,7 @@ class RuncExecutor:
         stdin: BinaryIO | None = None,
         output: Output | None = None,
         hostname: str = DEFAULT_HOSTNAME,
+        errors: Output | None = None,
     ) -> int:
         """Run ``process`` in a container over ``rootfs``; see :meth:`Executor.run`."""
         try:
@@ -84,13 +89,14 @@ class RuncExecutor:
         try:
             config = _bundle_config(bundle, Path(rootfs), process, net, mounts, hostname, self._nofile)
             _write_file(bundle / "config.json", json.dumps(config))
-            status = self._run_in(bundle, container_id, process.terminal, stdin, output)
+            status = self._run_in(bundle, container_id, process.terminal, stdin, output, errors)
         finally:
             shutil.rmtree(bundle, ignore_errors=True)
         return status
 
     def _run_in(
-        self, bundle: Path, container_id: str, terminal: bool, stdin: BinaryIO | None, output: Output | None
+        self, bundle: Path, container_id: str, terminal: bool, stdin: BinaryIO | None, output: Output | None,
+        errors: Output | None = None,
     ) -> int:
         log = bundle / "runtime.log"
         command = [*self._global_args(), "--log", str(log), "--log-format", "json"]
@@ -103,28 +109,42 @@ class RuncExecutor:
                 stdout=_stdout_sink(output, terminal),
                 # With a terminal the process writes to the pty; runc's own
                 # messages are in the log.
-                stderr=subprocess.DEVNULL if terminal else subprocess.STDOUT,
+                stderr=subprocess.DEVNULL if terminal else (
+                    subprocess.PIPE if errors is not None else subprocess.STDOUT),
                 # A terminal run stays in our session so runc can own the tty.
                 start_new_session=not terminal,
             )
         except OSError as exc:
             raise RuntimeError_(f"starting {self._binary}: {exc}") from exc
         filtered = FailureLineFilter(output) if output is not None else None
+        # runc's own failure line comes on stderr: filter the stream that carries it
+        err_filtered = FailureLineFilter(errors) if errors is not None and proc.stderr is not None else None
+        err_pump = None
         try:
             if feed is not None:
                 _start_feeder(feed, proc.stdin)
+            if err_filtered is not None and proc.stderr is not None:
+                err_pump = threading.Thread(target=_pump, args=(proc.stderr, err_filtered),
+                                            name="lamina-stderr", daemon=True)
+                err_pump.start()
             if filtered is not None and proc.stdout is not None:
                 _pump(proc.stdout, filtered)
             code = proc.wait()
+            if err_pump is not None:
+                err_pump.join()
         except BaseException:
             self._stop(proc, container_id)
             raise
         finally:
             if proc.stdout is not None:
                 proc.stdout.close()
+            if proc.stderr is not None and (err_pump is None or not err_pump.is_alive()):
+                proc.stderr.close()
         failure = _runtime_failure(log) if code != 0 else None
         if filtered is not None:
-            filtered.finish(failure is not None)
+            filtered.finish(failure is not None and err_filtered is None)
+        if err_filtered is not None:
+            err_filtered.finish(failure is not None)
         if failure is not None:
             raise RuntimeError_(failure)
         return 128 - code if code < 0 else code
@@ -159,6 +179,30 @@ class RuncExecutor:
             stderr=subprocess.DEVNULL,
             check=False,
         )
+
+
+UNIFIED_CGROUP = Path("/sys/fs/cgroup/unified")
+
+
+def hide_hybrid_cgroup2(unified: Path = UNIFIED_CGROUP) -> bool:
+    """Let crun run on a hybrid cgroup host; True if the v2 hierarchy was hidden.
+
+    crun refuses to start ("cgroups in hybrid mode not supported") when the
+    v2 hierarchy of a v1+v2 layout holds any controller. Containers here need
+    no v2 controller, so in lamina's *private* mount namespace (never the
+    host's) that hierarchy is unmounted and crun sees a plain v1 layout.
+    """
+    try:
+        controllers = (unified / "cgroup.controllers").read_text().split()
+    except OSError:
+        return False
+    if not controllers or not in_private_mount_namespace():
+        return False
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return bool(libc.umount2(os.fsencode(unified), _MNT_DETACH) == 0)
 
 
 def find_runtime(runtime: str) -> str:
@@ -329,12 +373,16 @@ def cleanup_stale(root: Path, *, runtime: str = "runc") -> tuple[str, ...]:
     binary = find_runtime(runtime)
     if not Path(root).is_dir():
         return ()
-    listed = subprocess.run(
-        [binary, "--root", str(root), "list", "--format", "json"],
-        capture_output=True,
-        check=False,
-    )
-    if listed.returncode != 0:
+    for _attempt in range(3):
+        # another lamina process may delete its container while runc lists them: list again
+        listed = subprocess.run(
+            [binary, "--root", str(root), "list", "--format", "json"],
+            capture_output=True,
+            check=False,
+        )
+        if listed.returncode == 0:
+            break
+    else:
         raise RuntimeError_(f"listing containers in {root}: {listed.stderr.decode(errors='replace').strip()}")
     removed = []
     for state in _stale(json.loads(listed.stdout or b"null") or []):
@@ -348,13 +396,25 @@ def cleanup_stale(root: Path, *, runtime: str = "runc") -> tuple[str, ...]:
     return tuple(removed)
 
 
+def _bundle_annotations(state: dict[str, Any]) -> dict[str, Any]:
+    """A container's annotations from its bundle: crun's ``list`` does not show them."""
+    try:
+        config = json.loads((Path(str(state.get("bundle") or "")) / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    annotations = config.get("annotations") if isinstance(config, dict) else None
+    return annotations if isinstance(annotations, dict) else {}
+
+
 def _stale(states: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     stale = []
     for state in states:
         if not str(state.get("id", "")).startswith(ID_PREFIX):
             continue
-        owner = str((state.get("annotations") or {}).get(OWNER_ANNOTATION, ""))
-        if state.get("status") == "stopped" or not _owner_alive(owner):
+        annotations = state.get("annotations") or _bundle_annotations(state)
+        owner = str(annotations.get(OWNER_ANNOTATION, ""))
+        # a live owner deletes its own containers, stopped or not; only orphans are ours to remove
+        if not _owner_alive(owner):
             stale.append(state)
     return stale
 
