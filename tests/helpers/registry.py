@@ -2,7 +2,8 @@
 
 ``running_registry(tmp_path)`` starts Debian's ``docker-registry`` (installed
 with apt when missing) on a free loopback port, optionally with htpasswd auth
-over TLS (a throwaway CA made with ``cryptography``), and stops it afterwards.
+over TLS (a throwaway CA made with ``cryptography``) or behind a Bearer token
+service (``token=``, see :mod:`helpers.tokenserver`), and stops it afterwards.
 ``FakeRegistry`` is an ``http.server`` on loopback that answers with a plain
 function, for the cases a real registry will not produce (wrong bytes, 500s,
 Bearer challenges). ``make_image`` builds a small image straight into a store.
@@ -31,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from lamina.image.image import Layer, append_layer, scratch
@@ -39,6 +41,9 @@ from lamina.oci import mediatype as mt
 from lamina.oci.config import History
 from lamina.oci.descriptor import Descriptor, Platform
 from lamina.store.store import Store, StoredImage
+
+if TYPE_CHECKING:
+    from helpers.tokenserver import TokenServer
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 
@@ -127,14 +132,19 @@ def make_tls(directory: Path, host: str = "127.0.0.1") -> TLSFiles:
     return files
 
 
-def _config(root: Path, port: int, tls: TLSFiles | None, htpasswd: Path | None) -> str:
-    lines = ["version: 0.1", "log:", "  level: error", "  accesslog:", "    disabled: true",
+def _config(root: Path, port: int, tls: TLSFiles | None, htpasswd: Path | None,
+            token: TokenServer | None = None) -> str:
+    # behind a token service the access log is on: tests count uploads in registry.log (access_log)
+    lines = ["version: 0.1", "log:", "  level: error", "  accesslog:", f"    disabled: {str(token is None).lower()}",
              "storage:", "  filesystem:", f"    rootdirectory: {root / 'data'}", "  delete:", "    enabled: true",
              "http:", f"  addr: 127.0.0.1:{port}", "  secret: lamina-test-secret"]
     if tls:
         lines += ["  tls:", f"    certificate: {tls.cert}", f"    key: {tls.key}"]
     if htpasswd:
         lines += ["auth:", "  htpasswd:", "    realm: lamina-test", f"    path: {htpasswd}"]
+    elif token:
+        lines += ["auth:", "  token:", f"    realm: {token.realm}", f"    service: {token.service}",
+                  f"    issuer: {token.issuer}", f"    rootcertbundle: {token.rootcertbundle}"]
     return "\n".join(lines) + "\n"
 
 
@@ -146,8 +156,10 @@ def _htpasswd(path: Path, users: Mapping[str, str]) -> None:
     path.write_text("\n".join(entries) + "\n")
 
 
-def start_registry(workdir: Path, *, users: Mapping[str, str] | None = None) -> RunningRegistry:
-    """Start distribution on loopback; with ``users``, htpasswd auth over TLS (it requires TLS)."""
+def start_registry(workdir: Path, *, users: Mapping[str, str] | None = None,
+                   token: TokenServer | None = None) -> RunningRegistry:
+    """Start distribution on loopback; with ``users``, htpasswd auth over TLS (it requires TLS);
+    with ``token``, Bearer auth by that token service (plain HTTP, as loopback allows)."""
     if not ensure_tool(REGISTRY_BIN, "docker-registry"):
         raise RuntimeError("docker-registry is not installed and apt could not install it")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -159,7 +171,7 @@ def start_registry(workdir: Path, *, users: Mapping[str, str] | None = None) -> 
         _htpasswd(htpasswd, users)
     port = free_port()
     config = workdir / "config.yml"
-    config.write_text(_config(workdir, port, tls, htpasswd))
+    config.write_text(_config(workdir, port, tls, htpasswd, token))
     log = open(workdir / "registry.log", "wb")  # noqa: SIM115 - the child writes to it
     process = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
     log.close()
@@ -190,12 +202,24 @@ def _wait_ready(reg: RunningRegistry, log: Path, timeout: float = 15.0) -> None:
 
 
 @contextlib.contextmanager
-def running_registry(workdir: Path, *, users: Mapping[str, str] | None = None) -> Iterator[RunningRegistry]:
-    reg = start_registry(workdir, users=users)
-    try:
+def running_registry(workdir: Path, *, users: Mapping[str, str] | None = None,
+                     token: TokenServer | None = None) -> Iterator[RunningRegistry]:
+    """A started registry, stopped on exit; ``token`` (a :class:`TokenServer`) is started with it."""
+    with contextlib.ExitStack() as stack:
+        if token is not None:
+            stack.enter_context(token)
+        reg = start_registry(workdir, users=users, token=token)
+        stack.callback(reg.stop)
         yield reg
-    finally:
-        reg.stop()
+
+
+_ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<path>/v2/\S*) HTTP/[0-9.]+" (?P<status>\d{3}) ')
+
+
+def access_log(reg: RunningRegistry) -> list[tuple[str, str, int]]:
+    """``(method, path, status)`` per request the registry logged (a token-auth registry logs them)."""
+    text = (reg.root / "registry.log").read_text(errors="replace")
+    return [(m["method"], m["path"], int(m["status"])) for m in _ACCESS.finditer(text)]
 
 
 # --- a scriptable fake ----------------------------------------------------------

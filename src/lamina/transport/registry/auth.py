@@ -5,7 +5,10 @@ A registry that wants credentials says so with a 401 and a challenge:
 realm=...,service=...`` (trade the password, or nothing, at ``realm`` for a
 token scoped to ``repository:NAME:pull[,push]``). Tokens are kept per scope
 until shortly before ``expires_in`` runs out, so a pull asks for one token and
-a push for one more. A registry that never challenges is used anonymously.
+a push for one more. A token the registry refuses as invalid (expired early)
+is fetched again once; one refused for ``insufficient_scope`` is not, as the
+token server already granted all it would, nor is a scope it refused (403).
+A registry that never challenges is used anonymously.
 
 Token requests go through the caller's ``send`` function, so this module does
 no I/O of its own and tests can answer with plain functions.
@@ -92,6 +95,7 @@ class Authenticator:
         self._clock = clock
         self._challenge: Challenge | None = None
         self._tokens: dict[Scope, _Token] = {}
+        self._denied: dict[Scope, str] = {}
         self._lock = threading.Lock()
 
     @property
@@ -106,9 +110,16 @@ class Authenticator:
         if challenge.scheme == "basic":
             return self._basic()
         with self._lock:
+            if scope in self._denied:  # a token server's 403 is its answer for this process
+                raise AuthError(self._denied[scope], status=403)
             token = self._tokens.get(scope)
             if token is None or token.expires <= self._clock():
-                token = self._fetch_token(challenge, scope)
+                try:
+                    token = self._fetch_token(challenge, scope)
+                except AuthError as exc:
+                    if exc.status == 403:
+                        self._denied[scope] = str(exc)
+                    raise
                 self._tokens[scope] = token
         return f"Bearer {token.value}"
 
@@ -123,6 +134,8 @@ class Authenticator:
         chosen = found.get("bearer") or found.get("basic")
         if chosen is None:
             return False
+        if insufficient_scope(chosen) and sent is not None and sent.startswith("Bearer "):
+            return False  # the token holds all the token server grants us: a new one would be the same
         with self._lock:
             self._challenge = chosen
             token = self._tokens.get(scope)
@@ -163,12 +176,14 @@ class Authenticator:
             headers = {"Authorization": self._basic()} if cred is not None and cred.username else {}
             request = httpx.Request("GET", realm, params=params, headers=headers)
         response = self._send(request)
-        return self._parse_token(response)
+        return self._parse_token(response, scope)
 
-    def _parse_token(self, response: httpx.Response) -> _Token:
-        if response.status_code in (401, 403):
-            raise AuthError(f"{self._registry}: the token server refused our credentials "
-                            f"({response.status_code})", status=response.status_code)
+    def _parse_token(self, response: httpx.Response, scope: Scope) -> _Token:
+        if response.status_code == 403:  # some token services refuse outright what others leave out of the token
+            raise AuthError(f"{self._registry}: the token server denied access to {' '.join(scope) or 'the registry'}"
+                            " (403)", status=403)
+        if response.status_code == 401:
+            raise AuthError(f"{self._registry}: the token server refused our credentials (401)", status=401)
         if response.status_code != 200:
             raise AuthError(f"{self._registry}: token request failed with HTTP {response.status_code}",
                             status=response.status_code)
@@ -184,4 +199,9 @@ class Authenticator:
         return _Token(value, self._clock() + lifetime)
 
 
-__all__ = ["Authenticator", "Challenge", "Scope", "parse_challenges", "repository_scope"]
+def insufficient_scope(challenge: Challenge) -> bool:
+    """Whether a Bearer challenge says the token was good but does not grant the request."""
+    return challenge.scheme == "bearer" and challenge.params.get("error") == "insufficient_scope"
+
+
+__all__ = ["Authenticator", "Challenge", "Scope", "insufficient_scope", "parse_challenges", "repository_scope"]
