@@ -13,6 +13,8 @@ import os
 import shutil
 import stat
 
+from lamina.snapshot.filecopy import copy_fd
+
 OPAQUE_XATTR = "trusted.overlay.opaque"
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -112,8 +114,7 @@ def _copy_content(src: bytes, dst: bytes) -> None:
     try:
         fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            with os.fdopen(fd_in, "rb", closefd=False) as fin, os.fdopen(fd_out, "wb", closefd=False) as fout:
-                shutil.copyfileobj(fin, fout, 1 << 20)
+            copy_fd(fd_in, fd_out)
         finally:
             os.close(fd_out)
     finally:

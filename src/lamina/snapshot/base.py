@@ -60,14 +60,19 @@ class Snapshotter(Protocol):
         ...
 
 
-def choose(name: SnapshotterName | str, probe_dir: Path | None = None) -> Snapshotter:
-    """The snapshotter called ``name``; ``auto`` is overlayfs when a mount in ``probe_dir`` works."""
+def choose(name: SnapshotterName | str, probe_dir: Path | None = None, probe_record: Path | None = None) -> Snapshotter:
+    """The snapshotter called ``name``; ``auto`` is overlayfs when a mount in ``probe_dir`` works.
+
+    ``probe_record``: where the overlay probe's success is remembered for later processes.
+    """
     from lamina.snapshot import copyfs, overlay
 
     if name == "auto":
-        return overlay.OverlaySnapshotter() if overlay.available(probe_dir) else copyfs.CopySnapshotter()
+        if overlay.available(probe_dir, probe_record):
+            return overlay.OverlaySnapshotter(probe_record)
+        return copyfs.CopySnapshotter()
     if name == "overlayfs":
-        return overlay.OverlaySnapshotter()
+        return overlay.OverlaySnapshotter(probe_record)
     if name == "native":
         return copyfs.CopySnapshotter()
     raise RuntimeError_(f"unknown snapshotter {name!r} (expected auto, overlayfs or native)")

@@ -44,7 +44,7 @@ class Writable(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DiffStats:
-    """What a layer holds: tar entries, whiteout markers among them, file content bytes."""
+    """What a layer holds: tar entries, whiteout markers among them, docker's size (files' bytes, symlinks' targets)."""
 
     entries: int
     whiteouts: int
@@ -165,6 +165,24 @@ class _LowerView:
 
     def __init__(self, lowers: Sequence[Path]) -> None:
         self._roots = tuple(os.fsencode(lower) for lower in lowers)
+        self._unchanged: dict[bytes, bool] = {}
+
+    def unchanged_tree(self, path: bytes, rel: bytes) -> bool:
+        """Whether the upper dir ``path`` changes nothing: a copy-up with the mode and owner
+        below, not opaque, holding only such dirs (BuildKit's differ skips these too)."""
+        known = self._unchanged.get(rel)
+        if known is None:
+            below = self.find(rel)
+            st = lstat_or_none(path)
+            known = (
+                st is not None and below is not None and stat.S_ISDIR(below.st_mode)
+                and (st.st_mode, st.st_uid, st.st_gid) == (below.st_mode, below.st_uid, below.st_gid)
+                and not is_opaque(path)
+                and all(e.is_dir(follow_symlinks=False) and self.unchanged_tree(e.path, rel + b"/" + e.name)
+                        for e in os.scandir(path))
+            )
+            self._unchanged[rel] = known
+        return known
 
     def find(self, rel: bytes) -> os.stat_result | None:
         """The lstat of what the lowers show at ``rel`` (no symlink followed), or None."""
@@ -207,6 +225,8 @@ def _walk(writer: _TarWriter, directory: bytes, rel: bytes, lowers: _LowerView |
             continue
         if stat.S_ISSOCK(st.st_mode):
             continue  # sockets cannot travel in a tar
+        if not hidden and lowers is not None and stat.S_ISDIR(st.st_mode) and lowers.unchanged_tree(path, child):
+            continue  # dirs copied up and left as they were below (mount points' parents): no change
         writer.entry(path, child, st)
         if not stat.S_ISDIR(st.st_mode):
             continue
@@ -218,12 +238,35 @@ def _walk(writer: _TarWriter, directory: bytes, rel: bytes, lowers: _LowerView |
         _walk(writer, path, child + b"/", lowers, hidden or opaque or not lower_dir)
 
 
+class _Counted:
+    """``out`` with the ``tell`` a seekless tarfile needs: the bytes written so far."""
+
+    def __init__(self, out: Writable) -> None:
+        self._out = out
+        self._written = 0
+
+    def write(self, data: bytes) -> int:
+        self._out.write(data)
+        self._written += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written
+
+
+# File contents go to the sink in chunks of this size. The tar is tarfile's plain "w" mode over
+# _Counted rather than its stream mode "w|", whose 10 kB re-buffering copied every byte again:
+# the same bytes come out either way (end blocks and record padding included).
+_COPY_BUFFER = 1 << 20
+
+
 class _TarWriter:
     """Turns lstat results into tar entries; remembers inodes for hard links."""
 
     def __init__(self, out: Writable, clamp_mtime: int | None) -> None:
-        self._tar = tarfile.open(  # noqa: SIM115 - closed in close()
-            fileobj=cast(IO[bytes], out), mode="w|", format=tarfile.PAX_FORMAT, errors="surrogateescape"
+        self._tar = tarfile.TarFile(
+            fileobj=cast(IO[bytes], _Counted(out)), mode="w", format=tarfile.PAX_FORMAT,
+            errors="surrogateescape", copybufsize=_COPY_BUFFER,
         )
         self._clamp = clamp_mtime
         self._inodes: dict[tuple[int, int], str] = {}
@@ -248,6 +291,7 @@ class _TarWriter:
         elif kind == stat.S_IFLNK:
             info.type = tarfile.SYMTYPE
             info.linkname = os.fsdecode(os.readlink(path))
+            self._bytes += st.st_size  # docker's layer size counts a symlink's target length too
         elif kind in (stat.S_IFCHR, stat.S_IFBLK):
             info.type = tarfile.CHRTYPE if kind == stat.S_IFCHR else tarfile.BLKTYPE
             info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
@@ -291,7 +335,7 @@ class _TarWriter:
         self._inodes[key] = info.name
         info.size = st.st_size
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as content:
+        with os.fdopen(fd, "rb", buffering=0) as content:  # tarfile reads _COPY_BUFFER at a time
             self._add(info, content)
         self._bytes += st.st_size
 

@@ -93,6 +93,8 @@ def unpack_layer(tar_stream: Readable, dest: Path, *, max_bytes: int | None = No
                     unpacker.add(archive, member)
         except (tarfile.TarError, EOFError) as exc:
             raise LayerError(f"malformed layer tar: {exc}") from exc
+        finally:
+            unpacker.close()
         unpacker.finish()
         return unpacker.stats()
     finally:
@@ -182,6 +184,10 @@ class _Unpacker:
         self._created: dict[_Parts, bool] = {}  # path -> is a regular file
         self._dir_times: dict[_Parts, float] = {}
         self._entries = self._files = self._bytes = self._whiteouts = 0
+        # The last entry's parent directory, kept open: a tar lists siblings together, and walking
+        # every parent again per entry was most of an unpack's system calls. Only entries in this
+        # directory are created or removed while it is kept, so it cannot be replaced meanwhile.
+        self._parent: tuple[_Parts, int] | None = None
 
     def stats(self) -> UnpackStats:
         return UnpackStats(self._entries, self._files, self._bytes, self._whiteouts)
@@ -193,7 +199,7 @@ class _Unpacker:
             if not member.isdir():
                 raise LayerError(f"layer entry {member.name!r} replaces the root with a non-directory")
             return  # the root's metadata belongs to the snapshot, not the layer
-        parent_fd = self._open_dir(path[:-1], create=True, what=member.name)
+        parent_fd = self._parent_fd(path[:-1], member.name)
         try:
             if path[-1].startswith(WHITEOUT_PREFIX):
                 self._whiteout(parent_fd, path, member.name)
@@ -201,11 +207,25 @@ class _Unpacker:
                 self._create(parent_fd, path, archive, member)
         except OSError as exc:
             raise LayerError(f"unpacking layer entry {member.name!r}: {exc}") from exc
-        finally:
-            os.close(parent_fd)
+
+    def _parent_fd(self, parts: _Parts, what: str) -> int:
+        """The directory ``parts`` (created if missing), as a descriptor this unpacker closes."""
+        if self._parent is not None and self._parent[0] == parts:
+            return self._parent[1]
+        fd = self._open_dir(parts, create=True, what=what)
+        self.close()
+        self._parent = (parts, fd)
+        return fd
+
+    def close(self) -> None:
+        """Close the kept parent directory (idempotent)."""
+        if self._parent is not None:
+            os.close(self._parent[1])
+            self._parent = None
 
     def finish(self) -> None:
         """Set directory mtimes, deepest first: creating their contents changed them."""
+        self.close()
         for path, mtime in sorted(self._dir_times.items(), key=lambda item: -len(item[0])):
             parent_fd = self._open_dir(path[:-1], create=False, what="/".join(path))
             try:

@@ -8,6 +8,7 @@ redirects), with credentials from the docker config
 commands that never touch a registry do not pay for it.
 """
 
+from lamina.transport.registry import leanhttpx  # noqa: F401  (first: httpx without trio, see there)
 from lamina.transport.registry.client import RegistryClient
 from lamina.transport.registry.events import BlobProgress, Event, Progress, Resolved
 from lamina.transport.registry.pull import pull

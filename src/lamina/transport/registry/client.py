@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
+import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ import httpx
 from lamina.errors import AuthError, RegistryError
 from lamina.oci import mediatype as mt
 from lamina.transport.credentials import CredentialStore
-from lamina.transport.registry.auth import Authenticator, Scope
+from lamina.transport.registry.auth import Authenticator, Scope, insufficient_scope, parse_challenges
 
 DOCKER_HUB_API = "registry-1.docker.io"
 MANIFEST_ACCEPT = ", ".join((mt.OCI_INDEX, mt.DOCKER_MANIFEST_LIST, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST))
@@ -83,12 +85,16 @@ class RegistryClient:
         self.base_url = httpx.URL(base_url(domain, insecure))
         self._tries = max(1, tries)
         self._backoff = backoff
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+        limits = httpx.Limits(max_connections=16, max_keepalive_connections=8)
+        mounts: dict[str, httpx.BaseTransport | None] = {}
+        if transport is None:
+            transport = _LazyTransport(lambda: httpx.HTTPTransport(verify=_tls_context(ca_file), limits=limits))
+            if not {"http", "all"} & set(urllib.request.getproxies()):  # else httpx mounts its proxy there
+                # plain-HTTP requests never need the TLS context: this transport's is a bare one (no CA bundle)
+                mounts["http://"] = httpx.HTTPTransport(verify=False, limits=limits)
         self.http = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=15.0),
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
-            verify=verify, transport=transport, follow_redirects=False,
-            headers={"User-Agent": USER_AGENT}, event_hooks=dict(event_hooks or {}))
+            timeout=httpx.Timeout(timeout, connect=15.0), transport=transport, mounts=mounts,
+            follow_redirects=False, headers={"User-Agent": USER_AGENT}, event_hooks=dict(event_hooks or {}))
         lookup = (lambda: credentials.get(domain)) if credentials is not None else None
         self.auth = Authenticator(lookup, self._send_token_request, registry=domain)
 
@@ -186,6 +192,35 @@ class RegistryClient:
         time.sleep(min(delay, _MAX_DELAY))
 
 
+def _tls_context(ca_file: str | Path | None) -> ssl.SSLContext:
+    """The verifying TLS context: ``ca_file``'s CAs, else the system's (httpx's certifi bundle)."""
+    if ca_file:
+        return ssl.create_default_context(cafile=str(ca_file))
+    return httpx.create_ssl_context()
+
+
+class _LazyTransport(httpx.BaseTransport):
+    """A transport made at its first request: loading a CA bundle into a TLS context costs
+    30-200 ms, which a push to a plain-HTTP (loopback) registry never needs."""
+
+    def __init__(self, make: Callable[[], httpx.BaseTransport]) -> None:
+        self._make = make
+        self._transport: httpx.BaseTransport | None = None
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            if self._transport is None:
+                self._transport = self._make()
+            transport = self._transport
+        return transport.handle_request(request)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._transport is not None:
+                self._transport.close()
+
+
 def response_error(response: httpx.Response, what: str, *, unknown: str | None = None) -> RegistryError:
     """A one-line error for a failed response: ``what`` we did, ``unknown`` for a 404's subject.
 
@@ -195,6 +230,10 @@ def response_error(response: httpx.Response, what: str, *, unknown: str | None =
     codes, detail = registry_errors(response)
     code = codes[0] if codes else None
     suffix = f" ({detail})" if detail else ""
+    if status == 401 and (refused := _insufficient_scope(response)) is not None:
+        # an accepted token that lacks the access: distribution's body says "authentication required"
+        return AuthError(f"{what}: denied: requested access to the resource is denied ({refused} not granted)",
+                         status=status, code=code)
     if status in (401, 403):
         word = "unauthorized" if status == 401 else "denied"
         return AuthError(f"{what}: {word}{suffix}", status=status, code=code)
@@ -202,6 +241,14 @@ def response_error(response: httpx.Response, what: str, *, unknown: str | None =
         return RegistryError(f"{what}: {unknown}{suffix}", status=status, code=code)
     reason = response.reason_phrase or ""
     return RegistryError(f"{what}: HTTP {status} {reason}".rstrip() + suffix, status=status, code=code)
+
+
+def _insufficient_scope(response: httpx.Response) -> str | None:
+    """The scope a Bearer ``insufficient_scope`` challenge names (``"access"`` without one), else None."""
+    for challenge in parse_challenges(response.headers.get("WWW-Authenticate", "")):
+        if insufficient_scope(challenge):
+            return challenge.params.get("scope") or "access"
+    return None
 
 
 def registry_errors(response: httpx.Response) -> tuple[tuple[str, ...], str]:

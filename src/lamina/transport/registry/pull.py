@@ -16,12 +16,13 @@ from dataclasses import dataclass
 import httpx
 
 from lamina.errors import DigestMismatch, LaminaError, RegistryError
+from lamina.image.layersize import BackgroundSizeCounter
 from lamina.oci.descriptor import Descriptor, Platform
 from lamina.oci.digest import Digest
 from lamina.oci.manifest import Index, Manifest, decode
 from lamina.oci.reference import Reference
 from lamina.store.store import Store, StoredImage
-from lamina.transport.credentials import CredentialStore
+from lamina.transport import mirrors
 from lamina.transport.registry.auth import repository_scope
 from lamina.transport.registry.client import MANIFEST_ACCEPT, RegistryClient, response_error
 from lamina.transport.registry.events import BlobKind, Emitter, Progress, Resolved
@@ -55,11 +56,19 @@ def pull(store: Store, ref: Reference, *, client: RegistryClient | None = None,
 
     ``client`` defaults to one for ``ref.domain`` with the docker config's
     credentials (and is closed afterwards); ``platform`` picks from an index
-    and defaults to the host's.
+    and defaults to the host's. Without ``client``, Docker Hub pulls try the
+    configured mirrors first (:mod:`lamina.transport.mirrors`).
     """
     if client is not None and client.domain != ref.domain:
         raise ValueError(f"a client for {client.domain} cannot pull {ref}")
-    session = client or RegistryClient(ref.domain, credentials=CredentialStore())
+    if client is None:
+        config = mirrors.load()
+        for mirror in config.mirrors_for(ref.domain):
+            # a mirror that fails, for any reason, is skipped: dockerd falls back to the origin
+            with contextlib.suppress(LaminaError), \
+                    mirrors.registry_client(mirror.domain, config, insecure=mirror.insecure, tries=2) as via:
+                return _run(_Pull(store, via, ref, Emitter(progress)), platform or Platform.host(), workers)
+    session = client or mirrors.registry_client(ref.domain)
     try:
         job = _Pull(store, session, ref, Emitter(progress))
         return _run(job, platform or Platform.host(), workers)
@@ -78,13 +87,15 @@ def _run(job: _Pull, platform: Platform, workers: int) -> StoredImage:
             job.emit.blob(desc.digest, kind, "exists", desc.size, desc.size)
         else:
             missing.setdefault(desc.digest, (desc, kind))
-    run_all(lambda item: _fetch_blob(job, *item), missing.values(), workers)
+    sizes: dict[Digest, int] = {}  # docker's layer sizes, counted as the layers stream in
+    run_all(lambda item: _fetch_blob(job, *item, sizes), missing.values(), workers)
     try:
-        stored = job.store.put_manifest_bytes(data)
+        stored = job.store.put_manifest_bytes(data, sizes=sizes)
     except LaminaError as exc:
         raise RegistryError(f"{job.what}: {exc}") from exc
     if job.ref.tag:
         job.store.tag(job.ref.with_tag(job.ref.tag), stored.manifest_digest)
+    job.store.db.add_repo_digest(str(stored.manifest_digest), job.ref.repository, str(fetched[0]))
     for blob in dict.fromkeys([*fetched, *(d.digest for d, _ in blobs)]):
         job.store.db.add_source(job.ref.repository, str(blob))
     return stored
@@ -149,18 +160,40 @@ def verify_bytes(data: bytes, expected: Digest | None, what: str) -> Digest:
     return actual
 
 
-def _fetch_blob(job: _Pull, desc: Descriptor, kind: BlobKind) -> None:
-    """Download one blob into the store, starting over if the connection drops mid-body."""
+def fetch_blob(store: Store, client: RegistryClient, ref: Reference, desc: Descriptor,
+               kind: BlobKind = "layer") -> None:
+    """One blob of ``ref``'s repository into ``store``, verified (for build-cache imports)."""
+    _fetch_blob(_Pull(store, client, ref, Emitter(None)), desc, kind)
+
+
+def _fetch_blob(job: _Pull, desc: Descriptor, kind: BlobKind, sizes: dict[Digest, int] | None = None) -> None:
+    """Download one blob into the store, starting over if the connection drops mid-body.
+
+    For a layer, docker's size of it goes into ``sizes`` when it could be counted.
+    """
     for attempt in range(BLOB_TRIES):
         try:
-            _download(job, desc, kind)
+            size = _download(job, desc, kind, count=sizes is not None and kind == "layer")
+            if size is not None and sizes is not None:
+                sizes[desc.digest] = size
             return
         except httpx.TransportError as exc:
             if attempt == BLOB_TRIES - 1:
                 raise RegistryError(f"{job.what}: downloading {desc.digest}: {type(exc).__name__}: {exc}") from exc
 
 
-def _download(job: _Pull, desc: Descriptor, kind: BlobKind) -> None:
+def _download(job: _Pull, desc: Descriptor, kind: BlobKind, *, count: bool = False) -> int | None:
+    """Fetch and verify one blob; with ``count``, also return docker's size of the layer (None if unknown)."""
+    # counted in a thread as the bytes arrive, so decompressing overlaps the download
+    counter = BackgroundSizeCounter() if count else None
+    try:
+        _stream_blob(job, desc, kind, counter)
+    finally:
+        size = counter.close() if counter is not None else None
+    return size
+
+
+def _stream_blob(job: _Pull, desc: Descriptor, kind: BlobKind, counter: BackgroundSizeCounter | None) -> None:
     digest, total = desc.digest, desc.size
     # identity: the bytes must hash to the digest as sent, never as a proxy re-encoded them
     response = job.client.request("GET", f"/v2/{job.ref.path}/blobs/{digest}", scope=job.scope,
@@ -176,6 +209,8 @@ def _download(job: _Pull, desc: Descriptor, kind: BlobKind) -> None:
             if done > total:
                 raise DigestMismatch(f"{job.what}: blob {digest}: more than the {total} bytes announced")
             writer.write(chunk)
+            if counter is not None:
+                counter.feed(chunk)
             job.emit.blob(digest, kind, "transferring", done, total)
         if done != total:
             raise DigestMismatch(f"{job.what}: blob {digest}: got {done} of the {total} bytes announced")
@@ -184,6 +219,26 @@ def _download(job: _Pull, desc: Descriptor, kind: BlobKind) -> None:
         except DigestMismatch as exc:
             raise DigestMismatch(f"{job.what}: {exc}") from exc
     job.emit.blob(digest, kind, "complete", total, total)
+
+
+def list_tags(client: RegistryClient, name: str, *, page: int = 1000) -> list[str]:
+    """Every tag of repository ``name`` (``GET /v2/<name>/tags/list``, following ``Link`` pages)."""
+    what = f"listing the tags of {client.domain}/{name}"
+    path: str | None = f"/v2/{name}/tags/list?n={page}"
+    tags: list[str] = []
+    for _ in range(10_000):  # a registry that links in circles must not loop forever
+        if path is None:
+            return tags
+        response = client.request("GET", path, scope=(repository_scope(name, "pull"),), what=what)
+        if response.status_code != 200:
+            raise response_error(response, what, unknown=f"repository unknown: {name}")
+        try:
+            found = response.json().get("tags") or []
+        except (ValueError, AttributeError) as exc:
+            raise RegistryError(f"{what}: malformed answer: {exc}") from exc
+        tags += [t for t in found if isinstance(t, str)]
+        path = response.links.get("next", {}).get("url")
+    raise RegistryError(f"{what}: too many pages")
 
 
 def select_manifest(index: Index, platform: Platform) -> Descriptor | None:
@@ -221,4 +276,5 @@ def _read_limited(response: httpx.Response, limit: int, what: str) -> bytes:
     return b"".join(parts)
 
 
-__all__ = ["available_platforms", "fetch_manifest", "pull", "select_manifest", "verify_bytes"]
+__all__ = ["available_platforms", "fetch_blob", "fetch_manifest", "list_tags", "pull", "select_manifest",
+           "verify_bytes"]

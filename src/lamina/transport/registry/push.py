@@ -3,19 +3,20 @@
 Per blob, the cheapest way that works: skip it when the repository has it
 (HEAD); mount it from another repository of the same registry we know holds
 it (``db.sources``); else upload it, in one PUT below ``chunk_size`` or in
-PATCH chunks above. Layers go in parallel, then the config; the manifest goes
-last, so the registry never holds a manifest whose blobs are missing. The
+PATCH chunks above. Layers and the config go in parallel (each blob's HEAD,
+POST and PUT overlap the others'); the manifest goes last, so the registry never
+holds a manifest whose blobs are missing. The
 manifest bytes are the stored ones, so the remote digest equals the local one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
-from lamina.errors import RegistryError, StoreError
+from lamina.errors import AuthError, RegistryError, StoreError
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 from lamina.oci.reference import Reference
@@ -46,6 +47,7 @@ class _Push:
     ref: Reference
     emit: Emitter
     chunk_size: int
+    refused: set[str] = field(default_factory=set)  # mount sources the token server would not let us read
 
     @property
     def what(self) -> str:
@@ -72,8 +74,9 @@ def push(store: Store, image: StoredImage, ref: Reference, *, client: RegistryCl
         job = _Push(store, session, ref, Emitter(progress), max(1, chunk_size))
         layers = {d.digest: d for d in image.manifest.layers if _distributable(d)}
         mounts = {d: _mount_source(store, ref, d) for d in [*layers, image.manifest.config.digest]}
-        run_all(lambda desc: _push_blob(job, desc, "layer", mounts[desc.digest]), layers.values(), workers)
-        _push_blob(job, image.manifest.config, "config", mounts[image.manifest.config.digest])
+        blobs: list[tuple[Descriptor, BlobKind]] = [(d, "layer") for d in layers.values()]
+        blobs.append((image.manifest.config, "config"))
+        run_all(lambda blob: _push_blob(job, *blob, mounts[blob[0].digest]), blobs, workers)
         data = store.blobs.read(image.manifest_digest)
         digest = _put_manifest(job, data, image.manifest.media_type, ref.tag or str(image.manifest_digest))
         for blob in [*layers, image.manifest.config.digest, digest]:
@@ -137,8 +140,16 @@ def _put_manifest(job: _Push, data: bytes, media_type: str, reference: str) -> D
 def _mount(job: _Push, digest: Digest, source: str) -> str | None:
     """Try a cross-repository mount; None when mounted, else the upload session it opened."""
     scope = (*job.scope, repository_scope(source, "pull"))
-    response = job.client.request("POST", f"/v2/{job.ref.path}/blobs/uploads/", scope=scope, what=job.what,
-                                  params={"mount": str(digest), "from": source}, retry=True)
+    if source in job.refused:
+        return _start_upload(job)
+    try:
+        response = job.client.request("POST", f"/v2/{job.ref.path}/blobs/uploads/", scope=scope, what=job.what,
+                                      params={"mount": str(digest), "from": source}, retry=True)
+    except AuthError:  # the token server refused the source's pull scope (a 403): upload instead
+        job.refused.add(source)
+        return _start_upload(job)
+    if response.status_code == 401:  # a token without pull on the source: mounting from there is no use
+        job.refused.add(source)
     if response.status_code == 201:
         return None
     if response.status_code == 202 and response.headers.get("Location"):
