@@ -22,11 +22,12 @@ ALLOWED: dict[str, set[str]] = {
     "snapshot": {"errors", "oci", "image", "store"},
     "transport": {"errors", "oci", "image", "store"},
     "history": {"errors", "oci", "image", "store"},
+    "layerview": {"errors", "oci", "image", "store"},
     "build": {"errors", "oci", "image", "store", "dockerfile", "runtime", "snapshot", "transport"},
     "api": {"errors", "oci", "image", "store", "dockerfile", "runtime", "snapshot", "transport", "build",
             "history"},
     "cli": {"errors", "oci", "image", "store", "dockerfile", "runtime", "snapshot", "transport", "build",
-            "history", "api"},
+            "history", "api", "layerview"},
 }
 
 

@@ -58,6 +58,16 @@ def test_layers_hold_only_their_changes_with_whiteouts(store: Store, tmp_path: P
     assert not any(n.startswith(("dev", "proc", "sys")) for n in names)
 
 
+def test_workdir_of_the_root_makes_no_layer(store: Store, tmp_path: Path) -> None:
+    # BuildKit creates no directory for "/" (however it is reached), so no layer; any other WORKDIR has one
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    stored, _ = _build(store, ctx, "FROM busybox:test\nWORKDIR /\nWORKDIR /tmp\nWORKDIR ..\nWORKDIR /x/y/\n")
+    image = stored.image  # type: ignore[attr-defined]
+    assert [h.empty_layer for h in image.config.history][-4:] == [True, False, True, False]
+    assert image.config.config.working_dir == "/x/y/"  # an absolute WORKDIR is kept as written
+
+
 def test_rebuild_uses_cache_and_resumes_at_changed_step(store: Store, tmp_path: Path) -> None:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
@@ -119,3 +129,110 @@ def test_build_cleans_up_after_a_killed_process(store: Store, tmp_path: Path) ->
     ctx.mkdir()
     _build(store, ctx, "FROM busybox:test\nRUN true\n")
     assert not stale.exists()
+
+
+# parallel stages ------------------------------------------------------------------------------
+# /proc/uptime: a clock every container shares (busybox's date has no sub-second %N)
+_TIMED_RUN = "RUN read t _ < /proc/uptime && echo $t > /start && sleep 2 && read t _ < /proc/uptime && echo $t > /end"
+
+
+def _file_in_layers(store: Store, image: object, name: str) -> bytes:
+    for layer in reversed(image.layers):  # type: ignore[attr-defined]
+        with open_layer(store.blobs.open(layer.digest)) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+            for member in tar:
+                if member.name == name:
+                    data = tar.extractfile(member)
+                    assert data is not None
+                    return data.read()
+    raise AssertionError(f"{name} not in the image")
+
+
+def _blocks(seen: list[events.Event]) -> list[str]:
+    """Stage labels of the step events, with repeats in a row folded: one entry per block."""
+    labels = [e.stage for e in seen if isinstance(e, events.StepStarted | events.StepDone | events.StepCached)]
+    return [label for i, label in enumerate(labels) if i == 0 or labels[i - 1] != label]
+
+
+def test_independent_stages_run_at_the_same_time(store: Store, tmp_path: Path) -> None:
+    """Each stage's RUN records when it started and ended (uptime, shared by the host): they overlap."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    dockerfile = (f"FROM busybox:test AS a\n{_TIMED_RUN} # a\nFROM busybox:test AS b\n{_TIMED_RUN} # b\n"
+                  "FROM busybox:test\nCOPY --from=a /start /end /a/\nCOPY --from=b /start /end /b/\n")
+    stored, seen = _build(store, ctx, dockerfile)
+    image = stored.image  # type: ignore[attr-defined]
+    times = {f"{s}{n}": float(_file_in_layers(store, image, f"{s}/{n}")) for s in "ab" for n in ("start", "end")}
+    assert times["astart"] < times["bend"] and times["bstart"] < times["aend"], times
+    # the renderer still sees one stage at a time, in a readable order
+    assert _blocks(seen) == ["a", "b", "2"]
+    assert [e.number for e in seen if isinstance(e, events.StepStarted)] == [1, 2, 3, 4, 5, 6, 7]
+    assert not any(Path(store.root / "mounts").iterdir())
+
+    again, seen = _build(store, ctx, dockerfile)
+    assert again.id == stored.id  # type: ignore[attr-defined]
+    done = [e for e in seen if isinstance(e, events.BuildDone)]
+    assert done[0].cached_steps == sum(isinstance(e, events.StepCached) for e in seen) == 4
+
+
+def test_a_failed_stage_stops_the_others_and_is_the_error(store: Store, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    dockerfile = ("FROM busybox:test AS bad\nRUN sleep 1 && exit 3\n"
+                  "FROM busybox:test AS slow\nRUN sleep 2\nRUN echo never > /never\n"
+                  "FROM busybox:test\nCOPY --from=bad /etc/passwd /a\nCOPY --from=slow /etc/passwd /b\n")
+    (ctx / "Dockerfile").write_text(dockerfile)
+    seen: list[events.Event] = []
+    with pytest.raises(BuildError, match=r"Dockerfile:2: RUN sleep 1 && exit 3: returned a non-zero code: 3"):
+        api.build(store, BuildOptions(context=ctx), listener=seen.append)
+    started = [e.text for e in seen if isinstance(e, events.StepStarted)]
+    assert "RUN sleep 2" in started  # it was running alongside ...
+    assert "RUN echo never > /never" not in started  # ... and stopped before its next step
+    assert not any(isinstance(e, events.StepStarted) and e.stage == "2" for e in seen)
+    assert not any((store.root / "mounts").iterdir())
+    assert str(store.root) not in Path("/proc/self/mountinfo").read_text()
+    runc_state = store.root / "runc"
+    assert not runc_state.exists() or not any(runc_state.iterdir())
+    # the stage that finished is kept: the fixed build reuses it
+    (ctx / "Dockerfile").write_text(dockerfile.replace("exit 3", "true"))
+    _, seen = _build(store, ctx, dockerfile.replace("exit 3", "true"))
+    cached = {e.number for e in seen if isinstance(e, events.StepCached)}
+    assert 4 in cached
+
+
+def test_a_fully_cached_build_mounts_nothing(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No namespace, no overlay probe, no runc until a step misses: that is most of a cached build's start-up."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "f").write_text("x")
+    dockerfile = "FROM busybox:test\nCOPY f /f\nRUN cat /f > /g\n"
+    _build(store, ctx, dockerfile)
+    from lamina.runtime import mountns
+
+    def refuse() -> bool:
+        raise AssertionError("a cached build entered a mount namespace")
+
+    monkeypatch.setattr(mountns, "enter_private_mount_namespace", refuse)
+    _, seen = _build(store, ctx, dockerfile)
+    assert sum(isinstance(e, events.StepCached) for e in seen) == 2
+    (ctx / "f").write_text("y")
+    with pytest.raises(AssertionError, match="mount namespace"):
+        _build(store, ctx, dockerfile)
+
+
+def test_the_stat_cache_reads_the_contexts_rows_at_once(tmp_path: Path) -> None:
+    from lamina.build.builder import _PrefetchedStatCache
+
+    db = Store(tmp_path / "store").db
+    db.stat_put_many([("/ctx/a", 1, 2, 3, 4, "sha256:a"), ("/ctx/sub/b", 1, 2, 3, 4, "sha256:b"),
+                      ("/ctx0/c", 1, 2, 3, 4, "sha256:c"), ("/other/d", 1, 2, 3, 4, "sha256:d")])
+    assert set(db.stat_under("/ctx")) == {"/ctx/a", "/ctx/sub/b"}
+    cache = _PrefetchedStatCache(db, Path("/ctx"))
+    assert cache.get("/ctx/a", 1, 2, 3, 4) == "sha256:a"
+    assert cache.get("/ctx/a", 1, 9, 3, 4) is None  # modified since: read it again
+    assert cache.get("/other/d", 1, 2, 3, 4) == "sha256:d"  # outside the context: asked one by one
+    cache.put("/ctx/new", 5, 6, 7, 8, "sha256:n")
+    assert cache.get("/ctx/new", 5, 6, 7, 8) == "sha256:n"
+    cache.flush()
+    assert _PrefetchedStatCache(db, Path("/ctx")).get("/ctx/new", 5, 6, 7, 8) == "sha256:n"
+    relative = _PrefetchedStatCache(db, Path("."))  # paths are relative then: no prefix to scan
+    assert relative.get("/ctx/a", 1, 2, 3, 4) == "sha256:a"

@@ -105,3 +105,16 @@ def test_base_key(digest: str | None, expected: str) -> None:
 ])
 def test_canonical_golden(inputs: dict[str, Any], expected: bytes) -> None:
     assert canonical(inputs) == expected
+
+
+# what json would merge or cannot encode is refused or kept apart (build --explain work) -------------
+def test_surrogate_escapes_are_encoded_injectively() -> None:
+    raw = b"caf\xe9".decode("utf-8", "surrogateescape")  # a heredoc that is not UTF-8
+    assert canonical({"a": raw}) != canonical({"a": "café"})
+    assert step_key(PARENT, INSTR, {"stdin": raw}) != step_key(PARENT, INSTR, {"stdin": "café"})
+
+
+@pytest.mark.parametrize("bad", [{1: "x"}, {"a": {(1, 2): "x"}}, {"a": b"bytes"}, {"a": {1, 2}}, {"a": object()}])
+def test_values_without_one_canonical_form_are_refused(bad: dict[Any, Any]) -> None:
+    with pytest.raises(TypeError):
+        canonical(bad)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lamina.build.context import SourceRoot, checksum, select
+from lamina.build.context import Selected, SourceRoot, checksum, select
 from lamina.build.dockerignore import IgnoreMatcher
 from lamina.errors import ContextError
 
@@ -169,3 +169,150 @@ def test_stage_checksum_counts_owners(tmp_path: Path) -> None:
     before = checksum(stage, select(stage, ["/out"]))
     os.chown(stage_dir / "out/f", 5, 5)
     assert checksum(stage, select(stage, ["/out"])) != before
+
+
+# --parents and --exclude ------------------------------------------------------------
+
+def _paths(selected: list[Selected]) -> list[tuple[str, list[str]]]:
+    return [(s.relpath, [e.relpath for e in s.entries]) for s in selected]
+
+
+TREE = {"x/a.txt": "xa", "y/a.txt": "ya", "x/y/a.txt": "xya", "x/y/b.txt": "xyb", "x/y/c.md": "c",
+        "src/a.txt": "1", "src/x/b.txt": "2", "src/x/y/c.txt": "3", "src/x/y/d.md": "4", "lone/": ""}
+
+
+@pytest.mark.parametrize(("patterns", "expected"), [  # the Dockerfile reference's examples, then edges
+    (["./x/a.txt", "./y/a.txt"], [("", ["", "x", "x/a.txt"]), ("", ["", "y", "y/a.txt"])]),
+    (["./x/./y/*.txt"], [("x", ["", "y", "y/a.txt", "y/b.txt"])]),
+    (["./src/**/*.txt"], [("", ["", "src", "src/a.txt", "src/x", "src/x/b.txt", "src/x/y", "src/x/y/c.txt"])]),
+    (["x/y"], [("", ["", "x", "x/y", "x/y/a.txt", "x/y/b.txt", "x/y/c.md"])]),
+    (["/x/./y"], [("x", ["", "y", "y/a.txt", "y/b.txt", "y/c.md"])]),
+    (["x/./"], [("x", ["", "a.txt", "y", "y/a.txt", "y/b.txt", "y/c.md"])]),
+    (["lone"], [("", ["", "lone"])]),
+    (["nomatch*.txt"], [("", [""])]),  # an empty wildcard copies nothing but the destination dir
+])
+def test_parents_keep_the_path_below_the_pivot(tmp_path: Path, patterns: list[str],
+                                               expected: list[tuple[str, list[str]]]) -> None:
+    assert _paths(select(make(tmp_path, TREE), patterns, parents=True)) == expected
+
+
+@pytest.mark.parametrize("pattern", ["nothere.txt", "x/nothere", "nothere/./a.txt", "x/a.txt/./b"])
+def test_parents_literal_missing_is_not_found(tmp_path: Path, pattern: str) -> None:
+    with pytest.raises(ContextError, match="not found$"):
+        select(make(tmp_path, TREE), [pattern], parents=True)
+
+
+def test_parents_respect_dockerignore(tmp_path: Path) -> None:
+    root = make(tmp_path, TREE, ignore=["x/y/b.txt", "src"])
+    assert _paths(select(root, ["x/**/*.txt", "src/**"], parents=True)) == [
+        ("", ["", "x", "x/a.txt", "x/y", "x/y/a.txt"]), ("", [""])]
+
+
+EXCLUDED = {"dir1/file-101.png": "2", "dir1/file-102.txt": "3", "dir1/file-103.jpeg": "4",
+            "dir2/file-201.pdf": "6", "dir2/file-202.jpeg": "7", "dir2/file-203.png": "8",
+            "dir3/file-301.mp3": "9", "dir3/file-302.mpeg": "10"}
+
+
+def _files(selected: list[Selected]) -> list[str]:
+    return sorted(_join(s.relpath, e.relpath) for s in selected for e in s.entries if e.kind == "file")
+
+
+def _join(a: str, b: str) -> str:
+    return "/".join(p for p in (a, b) if p)
+
+
+@pytest.mark.parametrize(("patterns", "excludes", "expected"), [  # BuildKit's testExcludedFilesOnCopy
+    (["."], ["*/*.png", "*/*.jpeg"], ["dir1/file-102.txt", "dir2/file-201.pdf", "dir3/file-301.mp3",
+                                      "dir3/file-302.mpeg"]),
+    (["dir3/"], ["*.mp3"], ["dir3/file-302.mpeg"]),
+    (["dir*"], ["*.mp3", "*.jpeg", "*.png", "*.pdf", "*.txt"], ["dir3/file-302.mpeg"]),
+    (["dir*"], ["*.mp*", "*.jpeg", "*.png", "*.pdf"], ["dir1/file-102.txt"]),
+    (["dir*"], ["*"], []),
+    (["dir1/file-10*"], ["*.txt"], ["dir1/file-101.png", "dir1/file-103.jpeg"]),  # the reference's hom* example
+    (["dir1/file-102.txt"], ["*.txt"], ["dir1/file-102.txt"]),  # a literal source is never excluded itself
+    (["."], ["dir1", "dir2", "!dir2/file-203.png", "dir3/*.mp3"], ["dir2/file-203.png", "dir3/file-302.mpeg"]),
+    (["."], ["**/*.p*"], ["dir1/file-102.txt", "dir1/file-103.jpeg", "dir2/file-202.jpeg", "dir3/file-301.mp3",
+                          "dir3/file-302.mpeg"]),
+])
+def test_exclude_matches_paths_below_each_source(tmp_path: Path, patterns: list[str], excludes: list[str],
+                                                expected: list[str]) -> None:
+    assert _files(select(make(tmp_path, EXCLUDED), patterns, excludes=excludes)) == expected
+
+
+def test_exclude_keeps_dirs_as_parents_and_the_source_itself(tmp_path: Path) -> None:
+    root = make(tmp_path, EXCLUDED)
+    assert _paths(select(root, ["."], excludes=["dir1", "dir2", "!dir2/file-203.png", "dir3"])) == [
+        ("", ["", "dir2", "dir2/file-203.png"])]
+    assert _paths(select(root, ["dir*"], excludes=["*"])) == [("dir1", [""]), ("dir2", [""]), ("dir3", [""])]
+    assert _paths(select(root, ["./dir1/./"], parents=True, excludes=["*.png", "*.txt"])) == [
+        ("dir1", ["", "file-103.jpeg"])]
+
+
+def test_exclude_bad_pattern_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ContextError, match=r"^--exclude: syntax error in pattern '\['$"):
+        select(make(tmp_path, EXCLUDED), ["."], excludes=["["])
+
+
+def test_checksum_covers_only_what_exclude_lets_through(tmp_path: Path) -> None:
+    root = make(tmp_path, EXCLUDED)
+    before = checksum(root, select(root, ["."], excludes=["**/*.png"]))
+    (root.path / "dir1" / "file-101.png").write_text("changed")
+    assert checksum(root, select(root, ["."], excludes=["**/*.png"])) == before
+    (root.path / "dir1" / "file-102.txt").write_text("changed")
+    assert checksum(root, select(root, ["."], excludes=["**/*.png"])) != before
+
+
+# the walk and checksum over plain string paths (performance) give what they always gave -----------
+
+class _Keys:
+    """A stat cache that records the keys it is asked for and knows nothing."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    def get(self, path: str, size: int, mtime_ns: int, ino: int, mode: int) -> str | None:
+        self.keys.append(path)
+        return None
+
+    def put(self, path: str, size: int, mtime_ns: int, ino: int, mode: int, digest: str) -> None:
+        pass
+
+
+def _golden_tree(base: Path) -> None:
+    (base / "app/sub").mkdir(parents=True)
+    (base / "app/run.sh").write_text("#!/bin/sh\n")
+    (base / "app/sub/data").write_bytes(bytes(range(256)))
+    os.link(base / "app/sub/data", base / "app/sub/again")
+    os.symlink("../run.sh", base / "app/sub/link")
+    (base / os.fsdecode(b"app/caf\xe9")).write_text("latin-1 name")
+    (base / "app/Z").write_text("upper case sorts first")
+    for path in (base / "app", base / "app/sub"):
+        os.chmod(path, 0o755)
+    for name in ("Z", os.fsdecode(b"caf\xe9"), "sub/data"):
+        os.chmod(base / "app" / name, 0o644)
+    os.chmod(base / "app/run.sh", 0o4755)
+
+
+GOLDEN = "sha256:30617c565f06b9bf09d7326e5eb8e7d812dd5fab667b3e407263baa6ccb17484"
+
+
+def test_checksum_is_pinned_and_cache_keys_are_host_paths(tmp_path: Path) -> None:
+    _golden_tree(tmp_path)
+    root = SourceRoot.context(tmp_path)
+    keys = _Keys()
+    assert checksum(root, select(root, ["app"]), keys) == GOLDEN
+    expected = ["app/Z", os.fsdecode(b"app/caf\xe9"), "app/run.sh", "app/sub/again", "app/sub/data"]
+    assert keys.keys == [str(tmp_path / p) for p in expected]
+
+
+def test_a_relative_context_keys_the_cache_as_pathlib_spells_it(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    _golden_tree(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    root = SourceRoot.context(Path("."))
+    keys = _Keys()
+    assert checksum(root, select(root, ["app/"]), keys) == GOLDEN
+    assert keys.keys[0] == str(Path(".") / "app/Z") == "app/Z"
+    file_source = select(root, ["app/Z"])
+    checksum(root, file_source, keys)
+    assert keys.keys[-1] == "app/Z"

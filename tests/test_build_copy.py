@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from lamina.build.context import SourceRoot, select
-from lamina.build.copy import Inline, copy_into, destination, open_tar
+from lamina.build.copy import Inline, copy_into, destination, link_chown, open_tar
 from lamina.build.dockerignore import load_ignore
-from lamina.errors import BuildError, LayerError
+from lamina.build.remote import Remote
+from lamina.errors import BuildError, ContextError
+from lamina.store.store import Store
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "cases"
 HARNESS_FILES = {"case.toml", "expected.json", "expected-view.json"}
@@ -233,18 +235,32 @@ def test_copy_does_not_extract_and_add_copies_non_archives(tmp_path: Path) -> No
     assert sorted(os.listdir(root / "a")) == ["empty.gz", "notes.tar"]
 
 
-@pytest.mark.parametrize("members", [
-    [(_info("../evil"), b"x")],
-    [(_info("a/../../evil"), b"x")],
-    [(_info("h", tarfile.LNKTYPE, linkname="../../etc/passwd"), None)],
-])
-def test_add_refuses_escaping_names(tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> None:
+@pytest.mark.parametrize("name", ["../evil", "a/../../evil", "/../../evil"])
+def test_add_clamps_escaping_names_at_the_destination(tmp_path: Path, name: str) -> None:
+    # Docker extracts chrooted into the destination: ".." stops there (recorded: 902)
     src = _ctx(tmp_path, {})
-    _make_tar(src.path / "evil.tar", members)
+    _make_tar(src.path / "evil.tar", [(_info(name), b"x")])
     root = _root(tmp_path)
-    with pytest.raises(LayerError, match="outside the extraction root"):
+    copy_into(root, select(src, ["evil.tar"]), "/x/", src_root=src, is_add=True)
+    assert (root / "x/evil").read_bytes() == b"x"
+    assert not (tmp_path / "evil").exists() and not (root / "evil").exists()
+
+
+def test_directory_onto_a_file_is_refused_in_buildkits_words(tmp_path: Path) -> None:
+    src = _ctx(tmp_path, {"d/x": "x"})
+    root = _root(tmp_path)
+    (root / "file").write_text("f")
+    with pytest.raises(BuildError, match="cannot copy to non-directory: /file"):
+        copy_into(root, select(src, ["d"]), "/file", src_root=src)
+
+
+def test_add_hard_link_out_of_the_destination_stays_inside(tmp_path: Path) -> None:
+    src = _ctx(tmp_path, {})
+    _make_tar(src.path / "evil.tar", [(_info("h", tarfile.LNKTYPE, linkname="../../etc/passwd"), None)])
+    root = _root(tmp_path)
+    with pytest.raises(BuildError, match="No such file"):  # the clamped target /x/etc/passwd is missing
         copy_into(root, select(src, ["evil.tar"]), "/x/", src_root=src, is_add=True)
-    assert not (tmp_path / "evil").exists()
+    assert not (root / "x/h").exists()
 
 
 def test_add_symlink_tricks_stay_inside(tmp_path: Path) -> None:
@@ -334,7 +350,14 @@ def test_symlinks_and_special_files(tmp_path: Path) -> None:
     root = _root(tmp_path)
     copy_into(root, select(src, ["tree"]), "/t", src_root=src)
     assert os.readlink(root / "t/rel") == "f" and os.readlink(root / "t/abs") == "/etc/passwd"
-    assert stat.S_ISFIFO(os.lstat(root / "t/pipe").st_mode)
+    # BuildKit never transfers a named pipe of the build context; one in a stage is copied
+    assert not os.path.lexists(root / "t/pipe")
+    assert select(src, ["tree/p*"]) == []
+    with pytest.raises(ContextError, match="not found"):
+        select(src, ["tree/pipe"])
+    stage = SourceRoot.stage(src.path)
+    copy_into(root, select(stage, ["tree"]), "/s", src_root=stage)
+    assert stat.S_ISFIFO(os.lstat(root / "s/pipe").st_mode)
 
 
 def test_mtimes_preserved(tmp_path: Path) -> None:
@@ -369,3 +392,108 @@ def test_open_tar_rejects_garbage(tmp_path: Path, data: bytes) -> None:
     (tmp_path / "g").write_bytes(data)
     with open_tar(tmp_path / "g") as tar:
         assert tar is None
+
+
+def test_parents_recreate_source_dirs_under_dest(tmp_path: Path) -> None:  # the reference's --parents example
+    src = _ctx(tmp_path, {"x/a.txt": "xa", "y/a.txt": "ya", "x/y/b.txt": "b"})
+    os.chmod(src.path / "x", 0o750)
+    root = _root(tmp_path)
+    copy_into(root, select(src, ["./x/a.txt", "./y/a.txt"]), "/no_parents/", src_root=src)
+    copy_into(root, select(src, ["./x/a.txt", "./y/a.txt"], parents=True), "/parents/", src_root=src)
+    copy_into(root, select(src, ["./x/./y/*.txt"], parents=True), "/pivot", src_root=src)
+    view = fs_view(root)
+    assert sorted(k for k in view if k.startswith("/no_parents/")) == ["/no_parents/a.txt"]
+    assert (root / "parents/x/a.txt").read_text() == "xa" and (root / "parents/y/a.txt").read_text() == "ya"
+    assert view["/parents/x"]["mode"] == "0750"  # parent dirs take the source's metadata, as in fsutil
+    assert sorted(k for k in view if k.startswith("/pivot")) == ["/pivot", "/pivot/y", "/pivot/y/b.txt"]
+
+
+def test_exclude_with_copy_into(tmp_path: Path) -> None:  # COPY --exclude=*.txt hom* /mydir/
+    src = _ctx(tmp_path, {"home.txt": "t", "home.md": "m", "homework/q.txt": "q", "homework/r.md": "r"})
+    root = _root(tmp_path)
+    copy_into(root, select(src, ["hom*"], excludes=["*.txt"]), "/mydir/", src_root=src)
+    assert sorted(k for k in fs_view(root) if k.startswith("/mydir/")) == ["/mydir/home.md", "/mydir/r.md"]
+
+
+def test_remote_file_is_0600_named_after_the_url_and_never_extracted(tmp_path: Path) -> None:
+    archive = tmp_path / "download"
+    _make_tar(archive, [(_info("inside.txt", size=2), b"hi")])
+    fetched = Remote("http://h/a/b.tar", "b.tar", archive, "sha256:" + "0" * 64, mtime=1_000_000.0)
+    root = _root(tmp_path)
+    copy_into(root, [fetched], "/dl/", is_add=True)
+    copy_into(root, [fetched], "/named", is_add=True, chown=(3, 4))
+    copy_into(root, [fetched], "/modes/", is_add=True, chmod=0o755)
+    view = fs_view(root)
+    assert view["/dl/b.tar"]["mode"] == "0600" and (root / "dl/b.tar").read_bytes() == archive.read_bytes()
+    assert os.lstat(root / "dl/b.tar").st_mtime == 1_000_000.0
+    assert (view["/named"]["uid"], view["/named"]["gid"], view["/named"]["type"]) == (3, 4, "file")
+    assert view["/modes/b.tar"]["mode"] == "0755"
+
+
+@pytest.mark.parametrize(("spec", "expected"), [("0", "0"), ("1000:50", "1000:50"), ("root", "0"),
+                                                ("root:root", "0:0"), ("7:root", "7:0")])
+def test_link_chown_takes_numbers_and_root(spec: str, expected: str) -> None:
+    assert link_chown(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["app", "1000:staff", "nobody:0"])
+def test_link_chown_refuses_names(spec: str) -> None:
+    with pytest.raises(BuildError, match="with --link: use numeric ids"):
+        link_chown(spec)
+
+
+# --link, end to end (overlayfs and the store) ---------------------------------------------------
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlayfs, chown)")
+
+
+def _build(tmp_path: Path, dockerfile: str, files: dict[str, str]) -> tuple[Store, list[object], list[object]]:
+    from helpers.images import busybox_image
+    from lamina import api
+    from lamina.build import events
+    from lamina.build.options import BuildOptions
+
+    store = Store(tmp_path / "store")
+    if not store.db.tags():
+        busybox_image(store, "busybox:test")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir(exist_ok=True)
+    for name, content in files.items():
+        (ctx / name).parent.mkdir(parents=True, exist_ok=True)
+        (ctx / name).write_text(content)
+    (ctx / "Dockerfile").write_text(dockerfile)
+    seen: list[events.Event] = []
+    stored = api.build(store, BuildOptions(context=ctx, tags=("t:latest",)), listener=seen.append)
+    cached = [e.number for e in seen if isinstance(e, events.StepCached)]
+    return store, list(stored.image.layers), cached  # type: ignore[arg-type]
+
+
+def _members(store: Store, layer: object) -> dict[str, tuple[str, int, int]]:
+    from lamina.image.layerio import open_layer
+
+    with open_layer(store.blobs.open(layer.digest)) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:  # type: ignore[attr-defined]
+        return {m.name: (f"{m.mode:04o}", m.uid, m.gid) for m in tar}
+
+
+@pytest.mark.integration
+@needs_root
+def test_link_layer_holds_only_the_copy_and_its_parents(tmp_path: Path) -> None:
+    dockerfile = ("FROM busybox:test\nCOPY a.txt /etc/a.txt\nWORKDIR /srv\n"
+                  "COPY --link --chmod=644 d/ /tmp/plain/\nCOPY --link --chown=7:8 d/ linked/\n")
+    store, layers, _ = _build(tmp_path, dockerfile, {"a.txt": "a", "d/f.txt": "f"})
+    # with --chmod BuildKit copies in place (no merge): /tmp keeps the base's mode
+    assert _members(store, layers[-2])["tmp"] == ("1777", 0, 0)
+    assert _members(store, layers[-1]) == {  # built over an empty root: only the copy and its parents
+        "srv": ("0755", 7, 8), "srv/linked": ("0755", 7, 8), "srv/linked/f.txt": ("0644", 7, 8)}
+
+
+@pytest.mark.integration
+@needs_root
+def test_link_layer_is_reused_when_an_earlier_step_changes(tmp_path: Path) -> None:
+    dockerfile = "FROM busybox:test\nCOPY a.txt /a.txt\nCOPY --link d/ /app/\nCOPY d/ /plain/\n"
+    store, first, _ = _build(tmp_path, dockerfile, {"a.txt": "one", "d/f.txt": "f"})
+    _, second, cached = _build(tmp_path, dockerfile, {"a.txt": "two"})
+    assert cached == [3]  # the --link step only: its layer does not depend on the one below
+    assert second[-2].digest == first[-2].digest and second[-3].digest != first[-3].digest
+    with pytest.raises(BuildError, match=r"Dockerfile:2: --chown=app with --link: use numeric ids"):
+        _build(tmp_path, "FROM busybox:test\nCOPY --link --chown=app d/ /app/\n", {})

@@ -53,8 +53,9 @@ def _context(root: Path) -> Path:
 def _ran(store: Store, ctx: Path, **kw: object) -> list[int]:
     seen: list[events.Event] = []
     api.build(store, BuildOptions(context=ctx, tags=("app:latest",), **kw), listener=seen.append)  # type: ignore[arg-type]
+    froms = {e.number for e in seen if isinstance(e, events.StepStarted) and e.text.upper().startswith("FROM")}
     done = [e for e in seen if isinstance(e, events.StepDone)]
-    return sorted(e.number for e in done if not e.cached and e.number > 1)
+    return sorted(e.number for e in done if not e.cached and e.number not in froms)
 
 
 def _edit_source(ctx: Path) -> None:
@@ -108,3 +109,36 @@ def test_a_change_rebuilds_its_step_and_those_after_only(tmp_path: Path, what: s
     assert _ran(store, ctx) == [2, 3, 4, 5, 6, 7, 8]
     edit(ctx)
     assert _ran(store, ctx, **options) == expected, what
+
+
+def test_no_cache_filter_rebuilds_only_the_named_stage(tmp_path: Path) -> None:
+    """``--no-cache-filter deps``: that stage's steps run again; the others come from the cache."""
+    store = Store(tmp_path / "store")
+    busybox_image(store, "busybox:test")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox:test AS deps\nRUN echo deps > /deps\n"
+        "FROM busybox:test AS tools\nRUN cat /proc/sys/kernel/random/uuid > /tools\n"
+        "FROM busybox:test\nCOPY --from=tools /tools /tools\nRUN echo final > /final\n")
+    first = _ran(store, ctx, target="deps")
+    assert first == [2]
+    assert _ran(store, ctx) == [4, 6, 7]
+    # the rebuilt stage made new content, so what copies from it runs again;
+    # a stage the target does not need is not built at all
+    assert _ran(store, ctx, no_cache_filter=("tools",)) == [4, 6, 7]
+    assert _ran(store, ctx, no_cache_filter=("deps", "tools")) == [4, 6, 7]
+    assert _ran(store, ctx, target="deps", no_cache_filter=("deps",)) == [2]
+    # records keep the first build's layers, so a normal build still hits throughout
+    assert _ran(store, ctx) == []
+
+
+def test_a_rerun_with_the_same_content_keeps_later_steps_cached(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    busybox_image(store, "busybox:test")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox:test AS tools\nRUN echo tools > /tools && touch -d @0 /tools\n"
+                                    "FROM busybox:test\nCOPY --from=tools /tools /tools\n")
+    assert _ran(store, ctx, timestamp=0) == [2, 4]
+    assert _ran(store, ctx, timestamp=0, no_cache_filter=("tools",)) == [2]

@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from lamina.build.metadata import DEFAULT_SHELL, apply, command_form, expose_ports, resolve_workdir, shell_of
+from lamina.build.metadata import (
+    DEFAULT_SHELL,
+    apply,
+    check_signal,
+    command_form,
+    expose_ports,
+    resolve_workdir,
+    shell_of,
+)
 from lamina.dockerfile import Cmd, Lexer, Volume, expand, parse_dockerfile
 from lamina.errors import DockerfileError
 from lamina.oci.config import ContainerConfig, Healthcheck
@@ -98,6 +106,11 @@ def test_entrypoint_on_a_base_without_cmd() -> None:
     (("53/UDP",), ["53/udp"]),
     (("65535/sctp",), ["65535/sctp"]),
     (("1-3/udp", "2"), ["1/udp", "2/udp", "3/udp", "2/tcp"]),
+    (("08", "0", "81/udp/x"), ["8/tcp", "0/tcp", "81/udp"]),
+    (("80-82-100",), ["80/tcp", "81/tcp", "82/tcp"]),  # Go reads only the first two words of a range
+    # a mapping exposes its container port, as Docker's nat.ParsePortSpec reads it
+    (("8080:80", ":90", "127.0.0.1::70/udp"), ["80/tcp", "90/tcp", "70/udp"]),
+    (("[::1]:80:81", "1.2.3.4:80-81:90-91"), ["81/tcp", "90/tcp", "91/tcp"]),
 ])
 def test_expose_ports(ports: tuple[str, ...], expected: list[str]) -> None:
     assert expose_ports(ports, 1, "Dockerfile") == expected
@@ -111,18 +124,46 @@ def test_expose_ports(ports: tuple[str, ...], expected: list[str]) -> None:
     "-1",
     "7002-7000",
     "80/xyz",
-    "80-90-100",
     "1e3",
     ("80-"),
 ])
 def test_expose_invalid(port: str) -> None:
-    with pytest.raises(DockerfileError, match="invalid") as info:
+    with pytest.raises(DockerfileError, match="(?i)invalid|no port specified") as info:
         expose_ports((port,), 7, "app.Dockerfile")
     assert (info.value.file, info.value.line) == ("app.Dockerfile", 7)
 
 
+@pytest.mark.parametrize("signal", ["9", "-5", "99", "SIGKILL", "sigkill", "usr1", "IOT", "RTMIN+3", "SIGRTMAX-2"])
+def test_stopsignal_accepted_as_written(signal: str) -> None:
+    assert check_signal(signal, 1, "Dockerfile") == signal
+
+
+@pytest.mark.parametrize("signal", ["0", "SIGNOTREAL", "SIGUNUSED", " 9", "9x", "RTMIN+16", ""])
+def test_stopsignal_invalid(signal: str) -> None:
+    with pytest.raises(DockerfileError, match=r"^Dockerfile:4: Invalid signal: "):
+        check_signal(signal, 4, "Dockerfile")
+
+
+@pytest.mark.parametrize(("port", "message"), [  # recorded from Docker 20.10
+    ("80/xyz", "Invalid proto: xyz"),
+    ("80/XYZ", "Invalid proto: XYZ"),
+    ("x/xyz", "Invalid containerPort: x"),
+    ("+80", r"Invalid containerPort: \+80"),
+    ("9000-8000", "Invalid containerPort: 9000-8000"),
+    ("70000/udp", "Invalid containerPort: 70000"),
+    ("80:", "No port specified: 80:<empty>"),
+    ("/tcp", "No port specified: /tcp<empty>"),
+    ("a:80", "Invalid hostPort: a"),
+    ("1.2.3.4:80-81:90-92", "Invalid ranges specified for container and host Ports: 90-92 and 80-81"),
+    ("999.1.1.1:80:80", "Invalid ip address: 999.1.1.1"),
+])
+def test_expose_messages_are_dockers(port: str, message: str) -> None:
+    with pytest.raises(DockerfileError, match=f"^Dockerfile:2: {message}$"):
+        expose_ports((port,), 2, "Dockerfile")
+
+
 def test_expose_error_is_located() -> None:
-    with pytest.raises(DockerfileError, match=r"^Dockerfile:3: invalid containerPort: abc$"):
+    with pytest.raises(DockerfileError, match=r"^Dockerfile:3: Invalid containerPort: abc$"):
         build("ENV X=1\nEXPOSE 80 abc")
 
 
@@ -145,7 +186,9 @@ def test_volume_with_one_empty_path() -> None:
     ("/srv/app", "..", "/srv"),
     ("/", "../..", "/"),
     ("/a", "b/./c//d", "/a/b/c/d"),
-    ("/", "//srv", "/srv"),
+    ("/", "//srv", "//srv"),
+    ("/srv", "/x/y/", "/x/y/"),
+    ("/x/y/", "z", "/x/y/z"),
 ])
 def test_resolve_workdir(current: str, path: str, expected: str) -> None:
     assert resolve_workdir(current, path) == expected

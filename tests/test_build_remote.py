@@ -106,7 +106,8 @@ def test_what_is_a_url_and_what_a_git_repository(source: str, url: bool, git: bo
     (("local.txt",), "sha256:" + "0" * 64, "checksum requires HTTP(S) or Git sources"),
     (("https://e.com/a",), "md5:abc", "only sha256 is supported"),
     (("https://e.com/a",), "sha256:abc", "invalid checksum digest format"),
-    (("git@github.com:o/r.git",), None, "ADD from a Git repository is not supported"),
+    (("git@github.com:o/r.git", "local"), None, "ADD from a Git repository takes it as its only source"),
+    (("git@github.com:o/r.git",), "sha256:" + "0" * 64, "invalid checksum 'sha256:"),
 ])
 def test_check_flags_refuses_what_buildkit_refuses(sources: tuple[str, ...], checksum: str | None,
                                                    message: str) -> None:
@@ -114,6 +115,7 @@ def test_check_flags_refuses_what_buildkit_refuses(sources: tuple[str, ...], che
         check_flags(sources, checksum)
     check_flags(("https://e.com/a",), "sha256:" + "a" * 64)
     check_flags(("https://e.com/a", "local"), None)
+    check_flags(("https://e.com/r.git#v1:docs",), "be1f38e")
 
 
 def test_fetch_saves_content_digest_and_last_modified(site: Site, tmp_path: Path) -> None:
@@ -225,3 +227,28 @@ def test_add_checksum_keys_without_downloading_and_mismatch_names_the_line(site:
         build(f"FROM busybox:test\nADD {site.url}/gone /gone\n")
     with pytest.raises(BuildError, match=r"^Dockerfile:2: source can't be a URL for COPY"):
         build(f"FROM busybox:test\nCOPY {site.url}/f /f\n")
+
+
+@pytest.mark.integration
+@needs_root
+def test_add_unpack_extracts_remote_archives_and_keeps_local_ones_whole(site: Site, store: Store,
+                                                                        build: Build, tmp_path: Path) -> None:
+    archive = _tar_gz("inside.txt", b"in")
+    site.files["/pkg.tar.gz"] = archive
+    (tmp_path / "ctx").mkdir(exist_ok=True)
+    (tmp_path / "ctx" / "local.tar.gz").write_bytes(archive)
+    layers, _ = build(f"FROM busybox:test\nADD --unpack=true {site.url}/pkg.tar.gz /remote\n"
+                      "ADD --unpack=false local.tar.gz /kept/\nADD --unpack local.tar.gz /local/\n")
+    assert _members(store, layers[-3])["remote/inside.txt"][2] == b"in"
+    assert _members(store, layers[-2])["kept/local.tar.gz"][2] == archive
+    assert _members(store, layers[-1])["local/inside.txt"][2] == b"in"
+
+
+@pytest.mark.integration
+@needs_root
+def test_add_checksum_is_expanded_from_args(site: Site, build: Build) -> None:
+    site.files["/f"] = b"pinned"
+    dockerfile = f"FROM busybox:test\nARG SUM={_sha(b'pinned')}\nADD --checksum=$SUM {site.url}/f /f\n"
+    build(dockerfile)
+    _, cached = build(dockerfile)
+    assert cached == [2, 3] and site.requests == ["/f"]

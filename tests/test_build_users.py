@@ -63,6 +63,10 @@ def test_resolve_user_errors(root: Path, spec: str, message: str) -> None:
     ("1234:staff", (1234, 50)),
     ("1234", (1234, 1234)),
     ("7:8", (7, 8)),
+    (":77", (0, 77)),  # an empty side is id 0, as in BuildKit
+    ("88:", (88, 0)),
+    (":staff", (0, 50)),
+    ("app:", (1234, 0)),
 ])
 def test_parse_chown(root: Path, spec: str, expected: tuple[int, int]) -> None:
     assert parse_chown(root, spec) == expected

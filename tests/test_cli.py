@@ -44,7 +44,7 @@ def test_build_history_and_errors_are_docker_like(base: Path, tmp_path: Path) ->
     assert "Step 2/3 : RUN echo hi > /hi" in out and "Successfully tagged app:1" in out
     assert " ---> Using cache" in lamina(base, "build", "-t", "app:1", str(ctx)).stdout
     history = lamina(base, "history", "app:1").stdout.splitlines()
-    assert history[0].split() == ["IMAGE", "CREATED", "CREATED", "BY", "SIZE", "COMMENT"]
+    assert history[0].split() == ["IMAGE", "CREATED", "CREATED", "BY", "SIZE", "DURATION", "CACHED", "COMMENT"]
     assert len(history) == 4 and "RUN /bin/sh -c echo hi > /hi" in history[2]
     assert lamina(base, "run", "--rm", "app:1").stdout == "hi\n"
     (ctx / "Dockerfile").write_text("FROM busybox:test\nRUNN x\n")

@@ -179,3 +179,26 @@ def test_build_debug_opens_a_shell_on_a_terminal(failed: tuple[Path, Path, str])
                           capture_output=True, text=True, timeout=300, env={**os.environ, "TERM": "dumb"})
     assert proc.returncode == 1
     assert "Opening a shell in the failed step's container" in proc.stdout and "partial" in proc.stdout
+
+
+@pytest.mark.integration
+@pytestmark_real
+def test_debug_recreates_cache_tmpfs_and_context_mounts(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    tarball = tmp_path / "rootfs.tar"
+    tarball.write_bytes(busybox_rootfs_tar())
+    lamina(root, "import", "-c", "ENV PATH=/bin", str(tarball), "busybox:test")
+    ctx = tmp_path / "ctx"
+    (ctx / "conf").mkdir(parents=True)
+    (ctx / "conf" / "app.ini").write_text("mode=debug\n")
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox:test\n"
+        "RUN --mount=type=cache,target=/cache --mount=type=tmpfs,target=/scratch "
+        "--mount=type=bind,source=conf,target=/conf --mount=type=secret,id=tok "
+        "echo warm > /cache/state && exit 3\n")
+    assert lamina(root, "build", "--progress", "plain", str(ctx), check=False).returncode == 1
+    out = lamina(root, "debug", "--cmd", "cat /cache/state /conf/app.ini; grep -c ' /scratch tmpfs' /proc/mounts;"
+                 " touch /conf/x 2>/dev/null || echo read-only")
+    assert out.stdout.split("\n") == ["warm", "mode=debug", "1", "read-only", ""]
+    assert "Note: RUN --mount not re-created (secrets are never kept; binds from stages or images): " \
+           "secret /run/secrets/tok" in out.stderr

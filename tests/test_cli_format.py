@@ -107,3 +107,59 @@ def test_table() -> None:
     assert fmt.table(rows) == ("REPOSITORY   TAG      SIZE\n"
                                "busybox      latest   4.26MB\n"
                                "a                     0B")
+
+
+# -- --format templates (docker's Go template subset) ------------------------------------------------
+
+DOC = {"Id": "sha256:ab", "RepoTags": ["a:1", "b:2"], "Size": 1234, "Empty": None, "Flag": True,
+       "Config": {"Env": ["PATH=/bin", "A=<&>"], "Labels": {"z": "1", "a": "2"}, "Cmd": ["sh"]}}
+
+TEMPLATES = [
+    ("{{.Id}}", "sha256:ab"),
+    ("{{ .Id }}:{{.Size}}", "sha256:ab:1234"),
+    ("{{.Config.Env}}", "[PATH=/bin A=<&>]"),
+    ("{{.Config.Labels}}", "map[a:2 z:1]"),  # Go prints maps sorted by key
+    ("{{json .Config.Env}}", '["PATH=/bin","A=\\u003c\\u0026\\u003e"]'),  # compact, HTML-escaped like Go
+    ("{{json .Config.Labels}}", '{"z":"1","a":"2"}'),
+    ("{{.Config.Env | json}}", '["PATH=/bin","A=\\u003c\\u0026\\u003e"]'),
+    ('{{join .RepoTags ", "}}', "a:1, b:2"),
+    ('{{index .Config.Labels "a"}}', "2"),
+    ('{{index .Config.Labels "nope"}}', "<no value>"),
+    ("{{index .RepoTags 1}}", "b:2"),
+    ("{{len .RepoTags}}", "2"),
+    ("{{upper .Id}} {{lower `X`}}", "SHA256:AB x"),
+    ("{{.Empty}} {{.Flag}}", "<nil> true"),
+    ("{{json .Size}}", "1234"),
+    ("no actions", "no actions"),
+    ("{{- .Id -}}", "sha256:ab"),
+]
+
+
+@pytest.mark.parametrize(("template", "expected"), TEMPLATES)
+def test_render(template: str, expected: str) -> None:
+    assert fmt.render(template, DOC) == expected
+
+
+@pytest.mark.parametrize(("template", "message"), [
+    ("{{.Nope}}", "can't evaluate field Nope"),
+    ("{{.Config.Nope}}", "can't evaluate field Nope"),
+    ("{{frobnicate .Id}}", 'function "frobnicate" not defined'),
+    ("{{.Id", "unclosed action"),
+    ("{{}}", "missing command"),
+    ("{{join .Id}}", "join"),
+])
+def test_render_errors(template: str, message: str) -> None:
+    with pytest.raises(fmt.TemplateError, match=message):
+        fmt.render(template, DOC)
+
+
+def test_json_of_everything_is_compact() -> None:
+    assert fmt.render("{{json .}}", {"B": "<none>", "A": 1}) == '{"B":"\\u003cnone\\u003e","A":1}'
+
+
+def test_table_templates_and_headers() -> None:
+    assert fmt.split_table("table {{.Repository}}\\t{{.Tag}}") == (True, "{{.Repository}}\t{{.Tag}}")
+    assert fmt.split_table("{{.ID}}\\n") == (False, "{{.ID}}\n")
+    assert fmt.split_table("table") == (True, "")
+    titles = {"Repository": "REPOSITORY", "ID": "IMAGE ID"}
+    assert fmt.header("{{.Repository}}\t{{.ID}}\t{{json .Size}}", titles) == "REPOSITORY\tIMAGE ID\tSIZE"

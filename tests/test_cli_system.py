@@ -80,7 +80,7 @@ def test_builder_and_system_prune(root: Path) -> None:
 def test_system_df(root: Path) -> None:
     lines = lamina(root, "system", "df").stdout.splitlines()
     assert lines[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
-    assert [line.split()[0] for line in lines[1:]] == ["Images", "Build", "Snapshots", "Unreferenced"]
+    assert [line.split()[0] for line in lines[1:]] == ["Images", "Build", "Snapshots", "Unreferenced", "Build", "Debug"]
     images = lines[1].split()
     assert images[1:3] == ["2", "1"] and images[5].startswith("(") and images[5] != "(0%)"
     verbose = lamina(root, "system", "df", "-v").stdout

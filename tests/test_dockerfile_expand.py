@@ -93,6 +93,12 @@ def test_add_expands_like_copy() -> None:
     assert isinstance(result, Add) and result.sources == ("/srv/x.tgz",) and result.chown == "app"
 
 
+def test_add_checksum_expands() -> None:
+    result = run("ADD --checksum=sha256:$SUM https://h/f /f", {"SUM": "ab12"})
+    assert isinstance(result, Add) and result.checksum == "sha256:ab12"
+    assert expand_tracking(instr("ADD --checksum=${C} https://h/f /f"), {"C": "x"}, Lexer("\\"))[1] == {"C"}
+
+
 def test_copy_heredoc_bodies_expand_unless_quoted() -> None:
     text = "FROM a\nCOPY <<EOF <<'RAW' /d/\nname=${A} \"q\" \\$A\nEOF\nkeep $A\nRAW\n"
     copy = to_instruction(parse(text).nodes[1])

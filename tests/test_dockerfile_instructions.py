@@ -147,7 +147,9 @@ def test_add_flags() -> None:
     assert isinstance(add, Add)
     assert add.checksum == "sha256:abc" and add.keep_git_dir and add.chown == "1"
     assert add.sources == ("https://x/y.tgz",) and add.dest == "/"
-    assert add.from_ is None and not add.parents
+    assert add.from_ is None and not add.parents and add.unpack is None
+    assert [one(f"ADD {flag} a.tgz /").unpack for flag in ("--unpack", "--unpack=true", "--unpack=false")] == \
+        [True, True, False]  # type: ignore[attr-defined]
 
 
 def test_onbuild() -> None:

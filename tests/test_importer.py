@@ -68,10 +68,16 @@ def test_ingest_layer_hashes_raw_and_plain_bytes(store: Store, compress, kept: b
     assert got.diff_id == DIFF_ID
     assert (got.raw_digest, got.raw_size) == (Digest.of(raw), len(raw))
     assert got.unchanged is kept
+    assert got.content_size == len(b"#!/bin/sh\necho hello\n") + len(b"hi\n")  # docker's size, counted on the way
     blob = store.blobs.read(got.digest)
     assert len(blob) == got.size
     if not kept:
         assert got.compression == "gzip" and gzip.decompress(blob) == TAR
+
+
+def test_import_records_dockers_layer_size(store: Store) -> None:
+    stored = import_rootfs(store, io.BytesIO(gzip.compress(TAR)), Reference.parse("sized:1"))
+    assert store.db.diff_size(str(stored.image.layers[0].digest)) == 24
 
 
 def test_ingest_layer_recompression_is_deterministic(store: Store) -> None:

@@ -116,6 +116,8 @@ def test_with_env(env: tuple[str, ...], key: str, value: str, expected: tuple[st
     after = before.with_env(key, value)
     assert after.env == expected
     assert before.env == env  # values are immutable
+    assert dict(after.env_dict()) == dict(item.partition("=")[::2] for item in expected)  # its cache agrees
+    assert after == ContainerConfig(env=expected)  # the cache is not part of the value
 
 
 @pytest.mark.parametrize(("env", "expected"), [

@@ -158,6 +158,35 @@ def test_unknown_scheme_is_not_answered() -> None:
     assert not Authenticator(None, _TokenServer(), registry="r").challenge('Negotiate abc', PULL)
 
 
+# the real registry behind a token service: tests/test_registry_bearer.py
+
+
+def test_insufficient_scope_keeps_the_token_and_asks_no_new_one() -> None:
+    tokens = _TokenServer()
+    auth = Authenticator(None, tokens, registry="r")
+    auth.challenge(BEARER, PUSH)
+    sent = auth.header(PUSH)
+    assert not auth.challenge(BEARER + ',error="insufficient_scope"', PUSH, sent)  # no retry: same grant again
+    assert auth.header(PUSH) == sent and len(tokens.requests) == 1
+    assert auth.challenge(BEARER + ',error="invalid_token"', PUSH, sent)  # expired early: fetch anew
+    assert auth.header(PUSH) == "Bearer t2"
+
+
+def test_token_server_403_says_denied_and_is_not_asked_again() -> None:
+    calls: list[httpx.Request] = []
+
+    def deny(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(403, request=request)
+
+    auth = Authenticator(Credential("bob", "pw"), deny, registry="r")
+    auth.challenge(BEARER, PUSH)
+    for _ in range(2):
+        with pytest.raises(AuthError, match=r"^r: the token server denied access to repository:app:pull,push \(403\)$"):
+            auth.header(PUSH)
+    assert len(calls) == 1
+
+
 # --- end to end against a fake Bearer registry --------------------------------------
 
 

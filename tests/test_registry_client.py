@@ -53,6 +53,9 @@ def _errors(status: int, code: str, message: str) -> httpx.Response:
     (_errors(403, "DENIED", "requested access to the resource is denied"), None, AuthError,
      "pulling x: denied (DENIED: requested access to the resource is denied)"),
     (httpx.Response(502, text="<html>bad gateway</html>"), None, RegistryError, "pulling x: HTTP 502 Bad Gateway"),
+    (httpx.Response(401, json={"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
+                    headers={"WWW-Authenticate": 'Bearer realm="r",scope="repository:a:push",error="insufficient_scope"'}),
+     None, AuthError, "pulling x: denied: requested access to the resource is denied (repository:a:push not granted)"),
 ])
 def test_response_error(response: httpx.Response, unknown: str | None, kind: type[Exception], text: str) -> None:
     error = response_error(response, "pulling x", unknown=unknown)

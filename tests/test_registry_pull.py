@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from lamina.oci.reference import Reference
 from lamina.store.store import Store, StoredImage
 from lamina.transport.registry.client import RegistryClient
 from lamina.transport.registry.events import BlobProgress, Event, Resolved
-from lamina.transport.registry.pull import available_platforms, pull, select_manifest
+from lamina.transport.registry.pull import available_platforms, list_tags, pull, select_manifest
 from lamina.transport.registry.push import push
 
 AMD64, ARM64 = Platform("linux", "amd64"), Platform("linux", "arm64", "v8")
@@ -239,3 +240,29 @@ def test_connection_dropped_mid_blob_starts_the_blob_over(tmp_path: Path) -> Non
 def test_client_for_another_registry_is_refused(tmp_path: Path) -> None:
     with RegistryClient("other.example") as client, pytest.raises(ValueError, match="other.example"):
         pull(Store(tmp_path), Reference.parse("127.0.0.1:1/app:v1"), client=client)
+
+
+# -- docker's layer sizes while downloading, and tag lists (p10) -------------------------------------
+
+def test_pull_records_dockers_layer_sizes(tmp_path: Path, memory: tuple[FakeRegistry, MemoryRegistry]) -> None:
+    fake, _ = memory
+    image, ref = _publish(tmp_path, fake.host, a=b"alpha", c=b"x" * 5000)
+    store = Store(tmp_path / "dest")
+    pulled = pull(store, ref)
+    sizes = [store.db.diff_size(str(layer.digest)) for layer in pulled.image.layers]
+    assert sizes == [len(b"alpha") + 5000, 2048]  # the files' bytes, not the blobs' or tars' sizes
+
+
+def test_list_tags_follows_link_pages(tmp_path: Path) -> None:
+    pages = {"": (["a", "b"], '</v2/team/app/tags/list?n=2&last=b>; rel="next"'), "b": (["c"], None)}
+
+    def tags(request: FakeRequest) -> Reply:
+        found, link = pages[request.query.get("last", [""])[0]]
+        headers = {"Content-Type": "application/json", **({"Link": link} if link else {})}
+        return Reply(200, json.dumps({"name": "team/app", "tags": found}).encode(), headers)
+
+    with FakeRegistry(tags) as fake, RegistryClient(fake.host) as client:
+        assert list_tags(client, "team/app", page=2) == ["a", "b", "c"]
+    with FakeRegistry(lambda r: Reply(404, b'{"errors":[{"code":"NAME_UNKNOWN"}]}')) as fake, \
+            RegistryClient(fake.host) as client, pytest.raises(RegistryError, match="repository unknown: team/x"):
+        list_tags(client, "team/x")

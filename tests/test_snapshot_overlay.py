@@ -201,3 +201,89 @@ def test_paths_overlay_cannot_parse_are_refused(tmp_path: Path) -> None:
 
 def test_mountinfo_escapes_are_undone() -> None:
     assert _unescape("/a\\040b\\011c\\134d") == "/a b\tc\\d"
+
+
+# --- the probe's record (performance: one test mount per kernel and filesystem, not per build) ---
+
+def _no_mount(probe_dir: str) -> None:
+    raise AssertionError("probed again")
+
+
+def test_a_probe_is_remembered_for_later_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamina.snapshot import overlay
+
+    record = tmp_path / "overlay-probe"
+    assert available(tmp_path / "mounts", record)
+    key, options = record.read_text().splitlines()
+    assert key == f"{os.uname().release} dev={os.stat(tmp_path / 'mounts').st_dev}"
+    overlay._probe.cache_clear()  # as a new process
+    monkeypatch.setattr(overlay, "_probe_mount", _no_mount)
+    assert available(tmp_path / "mounts", record)
+    with OverlaySnapshotter(record).prepare([], tmp_path / "mounts") as mount:
+        (mount.root / "f").write_text("x")
+    assert (mount.upper / "f").read_text() == "x"
+    assert tuple(options.split(",")) in overlay._OPTION_SETS
+    mount.discard()
+
+
+def test_a_record_of_another_kernel_or_filesystem_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamina.snapshot import overlay
+
+    record = tmp_path / "overlay-probe"
+    record.write_text("0.0.0-other dev=1\nredirect_dir=off\n")
+    probed: list[str] = []
+    real = overlay._probe_mount
+
+    def counted(probe_dir: str) -> tuple[str, ...] | None:
+        probed.append(probe_dir)
+        return real(probe_dir)
+
+    monkeypatch.setattr(overlay, "_probe_mount", counted)
+    overlay._probe.cache_clear()
+    assert available(tmp_path / "mounts", record)
+    assert len(probed) == 1
+    assert record.read_text().startswith(os.uname().release + " ")
+
+
+def test_a_garbled_record_means_a_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamina.snapshot import overlay
+
+    (tmp_path / "mounts").mkdir()
+    record = tmp_path / "overlay-probe"
+    key = overlay._probe_key(str(tmp_path / "mounts"))
+    record.write_text(f"{key}\nlowerdir=/etc,upperdir=/tmp\n")  # not an option set the probe tries
+    overlay._probe.cache_clear()
+    assert overlay._remembered(str(record), key) is None
+    assert available(tmp_path / "mounts", record)
+    assert record.read_text() != f"{key}\nlowerdir=/etc,upperdir=/tmp\n"
+
+
+def test_a_stale_record_is_forgotten_when_its_options_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamina.snapshot import overlay
+
+    (tmp_path / "mounts").mkdir()
+    record = tmp_path / "overlay-probe"
+    key = overlay._probe_key(str(tmp_path / "mounts"))
+    stale = ("redirect_dir=off",)
+    record.write_text(f"{key}\n{','.join(stale)}\n")
+    real = overlay._mount_overlay
+
+    def refuse_stale(*args: object) -> None:
+        if args[-1] == stale:
+            raise RuntimeError_("mounting overlay: Invalid argument")
+        real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(overlay, "_mount_overlay", refuse_stale)
+    overlay._probe.cache_clear()
+    with OverlaySnapshotter(record).prepare([], tmp_path / "mounts") as mount:
+        (mount.root / "f").write_text("x")
+    assert record.read_text().splitlines()[1] != ",".join(stale)
+
+
+def test_without_a_record_nothing_is_written(tmp_path: Path) -> None:
+    from lamina.snapshot import overlay
+
+    overlay._probe.cache_clear()
+    assert available(tmp_path / "mounts")
+    assert os.listdir(tmp_path) == ["mounts"]
+    assert os.listdir(tmp_path / "mounts") == []

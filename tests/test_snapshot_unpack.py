@@ -201,6 +201,15 @@ HOSTILE: dict[str, tuple[tuple[Entry, ...], str]] = {
         "symlink",
     ),
     "file-as-parent": ((entry("f", data=b"f"), entry("f/x", data=b"pwned")), "not a directory"),
+    "kept-parent-replaced-by-symlink": (  # the unpacker keeps the last parent dir open
+        (
+            entry("d", tarfile.DIRTYPE),
+            entry("d/a", data=b"a"),
+            entry("d", tarfile.SYMTYPE, linkname="{sentinel}"),
+            entry("d/x", data=b"pwned"),
+        ),
+        "symlink",
+    ),
     "hardlink-abs": ((entry("h", tarfile.LNKTYPE, linkname="{sentinel}/etc/passwd"),), "hard link"),
     "hardlink-etc": ((entry("h", tarfile.LNKTYPE, linkname="/etc/passwd"),), "hard link"),
     "hardlink-dotdot": ((entry("h", tarfile.LNKTYPE, linkname="../x"),), "escapes"),
@@ -349,3 +358,27 @@ def test_missing_parents_are_created_whatever_the_umask(dest: Path) -> None:
     assert stat.S_IMODE(os.lstat(dest / "a").st_mode) == 0o755
     assert stat.S_IMODE(os.lstat(dest / "a/b").st_mode) == 0o755
     assert stat.S_IMODE(os.lstat(dest / "a/b/c").st_mode) == 0o644
+
+
+def _open_below(root: Path) -> list[str]:
+    """What this process's descriptors point to at or below ``root``."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target == str(root) or target.startswith(f"{root}/"):
+            found.append(target)
+    return found
+
+
+def test_the_kept_parent_directory_is_closed(dest: Path) -> None:
+    entries = [entry("a", tarfile.DIRTYPE), *(entry(f"a/{i}", data=b"x") for i in range(50)),
+               entry("b/c/d", data=b"deep"), entry("a/late", data=b"back")]
+    unpack(make_tar(*entries), dest)
+    assert _open_below(dest) == []
+    assert (dest / "a/late").read_bytes() == b"back" and (dest / "b/c/d").read_bytes() == b"deep"
+    with pytest.raises(LayerError):
+        unpack(make_tar(entry("a/x", data=b"x"), entry("a/y", tarfile.LNKTYPE, linkname="nowhere")), dest)
+    assert _open_below(dest) == []

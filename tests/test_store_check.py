@@ -143,6 +143,19 @@ def test_leftovers_snapshots_and_layout(store: Store) -> None:
     assert json.loads((store.root / "index.json").read_text())["manifests"] == []
 
 
+def test_debug_states_that_can_no_longer_be_debugged(store: Store) -> None:
+    for build_id, lower in (("20260101-000000-aaaaaa", store.snapshots_dir), ("20260102-000000-bbbbbb",
+                                                                             store.root / "gone")):
+        (store.root / "logs" / build_id).mkdir(parents=True)
+        (store.root / "debug" / build_id / "upper").mkdir(parents=True)
+        (store.root / "debug" / build_id / "debug.json").write_text(json.dumps({"lowers": [str(lower)]}))
+    lines = _lines(check(store).problems)
+    assert lines == ["leftover debug/20260102-000000-bbbbbb: a failed RUN kept for lamina debug whose layers "
+                     "or logs are gone"]
+    _repaired_clean(store)
+    assert os.listdir(store.root / "debug") == ["20260101-000000-aaaaaa"]
+
+
 def test_stray_file_among_blobs(store: Store) -> None:
     (_blob(store, "") / "not-a-digest").write_text("x")
     assert _lines(check(store).problems) == ["blob not-a-digest: not a blob (name or file type)"]

@@ -146,6 +146,34 @@ def test_sources(db: Metadata) -> None:
     assert db.sources(D1) == []
 
 
+def test_repo_digests_by_image_id(db: Metadata) -> None:
+    db.add_image(M1, C1, MT)
+    db.add_image(M2, C1, "application/vnd.oci.image.manifest.v1+json")  # the same image, OCI flavour
+    db.add_repo_digest(M1, "docker.io/library/busybox", M1)
+    db.add_repo_digest(M1, "docker.io/library/busybox", M1)  # recorded once
+    db.add_repo_digest(M2, "127.0.0.1:5000/app", M2)
+    assert db.repo_digests(C1) == [("127.0.0.1:5000/app", M2), ("docker.io/library/busybox", M1)]
+    assert db.repo_digests(C2) == []
+
+
+def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:  # what a lamina with SCHEMA_VERSION 1 left behind
+        conn.executescript("CREATE TABLE images (manifest TEXT PRIMARY KEY, config TEXT NOT NULL, "
+                           "media_type TEXT NOT NULL, created REAL NOT NULL);"
+                           f"INSERT INTO images VALUES ('{M1}', '{C1}', '{MT}', 1.0);"
+                           "PRAGMA user_version = 1;")
+    meta = Metadata(path)
+    try:
+        assert meta.image(M1) == (C1, MT)
+        meta.add_repo_digest(M1, "docker.io/library/app", M1)
+        assert meta.repo_digests(C1) == [("docker.io/library/app", M1)]
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 3
+    finally:
+        meta.close()
+
+
 def test_transaction_rolls_back(db: Metadata) -> None:
     with pytest.raises(RuntimeError), db.transaction() as conn:
         conn.execute("INSERT INTO tags(name, manifest, updated) VALUES ('x', ?, 0)", (M1,))
@@ -177,3 +205,10 @@ def test_two_instances_on_one_file(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_cache_put_first_keeps_the_first_record(db: Metadata) -> None:
+    """Two builds recording the same metadata step at once share the first one's record (its time)."""
+    assert db.cache_put_first("k", '{"created": "1"}') == '{"created": "1"}'
+    assert db.cache_put_first("k", '{"created": "2"}') == '{"created": "1"}'
+    assert db.cache_get("k") == '{"created": "1"}'

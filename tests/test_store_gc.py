@@ -171,6 +171,60 @@ def test_all_build_cache_includes_run_cache_mounts(store: Store) -> None:
     assert os.listdir(mounts) == [] and os.listdir(store.root / "tmp") == []
 
 
+def test_prune_forgets_lineage_and_step_timings_of_what_is_gone(store: Store) -> None:
+    kept = _put(store, "kept", tags=("app:1",))
+    gone = _put(store, "gone")
+    for stored in (kept, gone):
+        store.db.image_steps_put(str(stored.config_digest), "b1", [(0, 1.0, False)])
+    live, dead = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    _record(store, live)
+    store.db.lineage_put_many([("ctx/Dockerfile", "0/2", "p", live), ("ctx/Dockerfile", "0/3", "p2", dead)])
+    gc.prune(store, until=time.time() - 3600)  # rows used since `until` (or a lease began) stay
+    assert store.db.lineage_find("ctx/Dockerfile", "p2", "0/3") == dead
+    gc.prune(store)
+    assert store.db.image_steps(str(kept.config_digest)) and not store.db.image_steps(str(gone.config_digest))
+    assert store.db.lineage_find("ctx/Dockerfile", "p2", "0/3") is None  # its record is gone
+    assert store.db.lineage_find("ctx/Dockerfile", "p", "0/2") == live
+
+
+def _kept_build(store: Store, build_id: str, *, lowers: list[Path] | None = None, age: float = 0.0) -> None:
+    logs = store.root / gc.LOGS / build_id
+    logs.mkdir(parents=True)
+    (logs / "build.json").write_text('{"status": "failed"}')
+    (logs / "2.log").write_bytes(b"x" * 100)
+    if lowers is not None:
+        debug = store.root / gc.DEBUG / build_id
+        (debug / "upper").mkdir(parents=True)
+        (debug / "upper" / "big").write_bytes(b"u" * 1000)
+        (debug / "debug.json").write_text(json.dumps({"lowers": [str(p) for p in lowers]}))
+    if age:
+        stamp = time.time() - age
+        for path in (logs / "build.json", logs):
+            os.utime(path, (stamp, stamp))
+
+
+def test_logs_and_debug_states_are_counted_and_pruned(store: Store) -> None:
+    layer = _layer(store, "lower")
+    lower = store.snapshot_path(layer.diff_id)
+    _put(store, "lower", tags=("app:1",))
+    _kept_build(store, "20260101-000000-aaaaaa", lowers=[lower], age=7200)
+    _kept_build(store, "20260102-000000-bbbbbb", lowers=[store.root / "snapshots" / ("0" * 64)])  # its lower is gone
+    _kept_build(store, "20260103-000000-cccccc", lowers=[lower])
+    _kept_build(store, "20260104-000000-dddddd")
+    shutil.rmtree(store.root / gc.LOGS / "20260103-000000-cccccc")  # logs pruned: no way to name it any more
+    rows = {r.kind: r for r in gc.usage(store).rows}
+    assert (rows["Build Logs"].total, rows["Debug States"].total) == (3, 3)
+    assert rows["Debug States"].size >= 3000 and rows["Build Logs"].size >= 300
+    result = gc.prune(store)  # no -a, no filter: logs stay, undebuggable states go
+    assert result.logs == () and result.sweep.debug == ("20260102-000000-bbbbbb", "20260103-000000-cccccc")
+    assert sorted(os.listdir(store.root / gc.DEBUG)) == ["20260101-000000-aaaaaa"]
+    result = gc.prune(store, images=False, cache="dangling", until=time.time() - 3600)
+    assert result.logs == ("20260101-000000-aaaaaa",) and result.sweep.debug == ("20260101-000000-aaaaaa",)
+    result = gc.prune(store, images=False, cache="all")
+    assert result.logs == ("20260102-000000-bbbbbb", "20260104-000000-dddddd") and result.logs_size >= 200
+    assert os.listdir(store.root / gc.LOGS) == [] and os.listdir(store.root / gc.DEBUG) == []
+
+
 def test_until_keeps_recent_rows(store: Store) -> None:
     _put(store, "recent")
     _record(store, "sha256:" + "d" * 64, _layer(store, "recent-cache"))

@@ -225,3 +225,49 @@ def test_tags(store: Store, two_images: tuple[StoredImage, StoredImage]) -> None
 def test_snapshot_path(store: Store) -> None:
     d = Digest.of(b"x")
     assert store.snapshot_path(d) == store.root / "snapshots" / d.hex
+
+
+# -- docker's lookup order and layer sizes (p10: images workflow) ---------------------------------
+
+def test_a_twelve_char_tag_wins_over_an_id_prefix(store: Store) -> None:
+    """docker: a full ID, then tags, and only then a short ID prefix (even one of 12+ chars)."""
+    other = _put(store, "other")
+    tagged = _put(store, "tagged", other.id.hex[:12])
+    assert store.lookup(other.id.hex[:12]) == tagged
+    assert store.lookup(other.id.hex[:13]) == other  # no such tag: the prefix
+    assert store.lookup(str(other.id)) == other and store.lookup(other.id.hex) == other  # full IDs first
+
+
+def test_ambiguous_prefix_names_the_candidates(store: Store) -> None:
+    store.db.add_image("sha256:beef1" + "0" * 59, "sha256:beef2" + "0" * 59, mt.DOCKER_MANIFEST)
+    store.db.add_image("sha256:beef3" + "0" * 59, "sha256:beef4" + "0" * 59, mt.DOCKER_MANIFEST)
+    with pytest.raises(StoreError, match=r"ambiguous image ID prefix 'beef': it matches 2 images \(beef2"):
+        store.lookup("beef")
+
+
+def test_layer_size_is_the_recorded_size_else_counted_once(store: Store) -> None:
+    stored = _put(store, "sized")
+    layer = stored.image.layers[0]
+    assert store.layer_size(layer) == len("sized")  # counted from the blob: the file's bytes
+    assert store.db.diff_size(str(layer.digest)) == len("sized")  # and recorded
+    store.db.add_layer("sha256:" + "1" * 64, str(layer.diff_id), layer.desc.media_type, 10, 1234)
+    assert store.layer_size(Layer(Descriptor(mt.DOCKER_LAYER_GZIP, Digest.parse("sha256:" + "1" * 64), 10),
+                                  layer.diff_id)) == 1234
+    missing = Layer(Descriptor(mt.DOCKER_LAYER_GZIP, Digest.of(b"gone"), 77), layer.diff_id)
+    assert store.layer_size(missing) == 77  # no blob to count: the compressed size, as before
+
+
+def test_put_manifest_bytes_records_given_sizes(store: Store) -> None:
+    image = _image(store, "given")
+    stored = store.put_image(image)
+    again = store.put_manifest_bytes(store.blobs.read(stored.manifest_digest),
+                                     sizes={stored.image.layers[0].digest: 999})
+    assert store.db.diff_size(str(again.image.layers[0].digest)) == 999
+
+
+def test_a_repo_digest_names_the_image_pulled_by_it(store: Store) -> None:
+    stored = _put(store, "pulled")
+    index_digest = Digest.of(b"an index listing the image")
+    store.db.add_repo_digest(str(stored.manifest_digest), "docker.io/library/app", str(index_digest))
+    assert store.lookup(f"app@{index_digest}") == stored
+    assert store.lookup(f"other@{index_digest}") is None  # another repository's digest

@@ -6,15 +6,33 @@ the registry client); everything below receives them as parameters.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Concatenate, ParamSpec, TypeVar
 
 from lamina.build import events
 from lamina.build.options import BuildOptions
 from lamina.errors import ImageNotFound, LaminaError
 from lamina.oci.reference import Reference
 from lamina.store.store import Store, StoredImage, default_root
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _leased(operation: str) -> Callable[[Callable[Concatenate[Store, _P], _R]], Callable[Concatenate[Store, _P], _R]]:
+    """Hold a lease on the store (the first argument) while the call runs: prune then keeps away."""
+    def wrap(fn: Callable[Concatenate[Store, _P], _R]) -> Callable[Concatenate[Store, _P], _R]:
+        @functools.wraps(fn)
+        def leased(store: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            from lamina.store.lease import Lease
+
+            with Lease(store.root, operation):
+                return fn(store, *args, **kwargs)
+        return leased
+    return wrap
 
 
 def open_store(root: Path | str | None = None) -> Store:
@@ -41,18 +59,89 @@ def resolver(store: Store, *, platform: str | None = None):  # type: ignore[no-u
     return resolve
 
 
+@_leased("build")
 def build(store: Store, options: BuildOptions, *, listener: events.Listener = events.ignore,
           snapshotter: str = "auto", runtime: str = "runc") -> StoredImage:
     from lamina.build.builder import Builder
-    from lamina.runtime.mountns import enter_private_mount_namespace
-    from lamina.runtime.runc import RuncExecutor
 
-    enter_private_mount_namespace()
-    chosen = _snapshotter(store, snapshotter)
-    recover(store, chosen, runtime)
-    executor = RuncExecutor(store.root / "runc", runtime=runtime, bundle_dir=store.root / "tmp")
-    builder = Builder(store, chosen, executor, resolver(store, platform=options.platform), listener)
+    env = _StepEnvironment(store, snapshotter, runtime)
+    if _has_leftovers(store):  # a killed build's container may still run: recover even if all is cached
+        env.setup()
+    builder = Builder(store, _LazySnapshotter(env), _LazyExecutor(env), resolver(store, platform=options.platform),
+                      listener, setup=env.setup)
     return builder.build(options)
+
+
+def _has_leftovers(store: Store) -> bool:
+    """Whether runc state or mount work dirs exist (a directory listing each; usually both empty)."""
+    for name in ("runc", "mounts"):
+        try:
+            with os.scandir(store.root / name) as entries:
+                if any(True for _ in entries):
+                    return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+class _StepEnvironment:
+    """A build's snapshotter and runc executor, set up when a step first needs one.
+
+    A fully cached build mounts nothing, so it skips the private mount namespace,
+    the overlayfs probe and the recovery of leftovers (all of which still happen
+    before this process mounts anything). The builder calls :meth:`setup` before
+    it starts threads: a mount namespace entered later would be one thread's only.
+    """
+
+    def __init__(self, store: Store, snapshotter: str, runtime: str) -> None:
+        import threading
+
+        self._args = (store, snapshotter, runtime)
+        self._lock = threading.Lock()
+        self._ready: tuple[Any, Any] | None = None
+
+    def setup(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._ready is None:
+                from lamina.runtime.mountns import enter_private_mount_namespace
+                from lamina.runtime.runc import RuncExecutor
+
+                store, name, runtime = self._args
+                enter_private_mount_namespace()
+                chosen = _snapshotter(store, name)
+                recover(store, chosen, runtime)
+                executor = RuncExecutor(store.root / "runc", runtime=runtime, bundle_dir=store.root / "tmp")
+                self._ready = (chosen, executor)
+            return self._ready
+
+
+class _LazySnapshotter:
+    def __init__(self, env: _StepEnvironment) -> None:
+        self._env = env
+
+    @property
+    def name(self) -> str:
+        return str(self._env.setup()[0].name)
+
+    def prepare(self, lowers: Sequence[Path], work_root: Path) -> Any:
+        return self._env.setup()[0].prepare(lowers, work_root)
+
+    def cleanup_stale(self, work_root: Path) -> int:
+        return int(self._env.setup()[0].cleanup_stale(work_root))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._env.setup()[0], name)
+
+
+class _LazyExecutor:
+    def __init__(self, env: _StepEnvironment) -> None:
+        self._env = env
+
+    def run(self, *args: Any, **kwargs: Any) -> int:
+        return int(self._env.setup()[1].run(*args, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._env.setup()[1], name)
 
 
 def recover(store: Store, snapshotter, runtime: str = "runc") -> None:  # type: ignore[no-untyped-def]
@@ -68,6 +157,11 @@ def recover(store: Store, snapshotter, runtime: str = "runc") -> None:  # type: 
     if state.is_dir() and any(state.iterdir()):
         cleanup_stale(state, runtime=runtime)
     store.blobs.clean_tmp()
+    tmp = store.root / "tmp"  # RUN --mount scratch dirs (bind copies); imported only when some exist
+    if tmp.is_dir() and any(e.name.startswith("runmnt-") for e in os.scandir(tmp)):
+        from lamina.build.mountsetup import cleanup_stale as cleanup_run_mounts
+
+        cleanup_run_mounts(store.root)
 
 
 def _snapshotter(store: Store, name: str):  # type: ignore[no-untyped-def]
@@ -75,47 +169,131 @@ def _snapshotter(store: Store, name: str):  # type: ignore[no-untyped-def]
 
     probe = store.root / "mounts"
     probe.mkdir(exist_ok=True)
-    return choose(name, probe)
+    return choose(name, probe, store.root / "overlay-probe")  # the probe's result, kept for later builds
 
 
-def pull(store: Store, name: str, *, platform: str | None = None, progress=None) -> StoredImage:  # type: ignore[no-untyped-def]
+@_leased("pull")
+def pull(store: Store, name: str, *, platform: str | None = None, progress=None,  # type: ignore[no-untyped-def]
+         tls_verify: bool = True) -> StoredImage:
+    """``tls_verify=False``: see :func:`registry_session` (and no mirrors: the registry was named)."""
     from lamina.oci.descriptor import Platform
     from lamina.transport.registry.pull import pull as _pull
 
-    return _pull(store, Reference.parse(name), platform=Platform.parse(platform) if platform else None,
-                 progress=progress)
+    ref = Reference.parse(name)
+    chosen = Platform.parse(platform) if platform else None
+    if tls_verify:
+        return _pull(store, ref, platform=chosen, progress=progress)
+    with registry_session(ref.domain, tls_verify=False) as client:
+        return _pull(store, ref, client=client, platform=chosen, progress=progress)
 
 
-def push(store: Store, name: str, destination: str | None = None, *, progress=None):  # type: ignore[no-untyped-def]
+def registry_session(domain: str, *, tls_verify: bool = True, credentials: Any = None):  # type: ignore[no-untyped-def]
+    """A registry client for ``domain``: the docker config's credentials (or ``credentials``, an
+    object with ``get(registry)``), plain HTTP for loopback and insecure-registries.
+
+    ``tls_verify=False`` (podman's and skopeo's ``--tls-verify=false``) is docker's
+    insecure-registry rule: HTTPS without checking the certificate when the
+    registry speaks TLS, else plain HTTP.
+    """
+    from lamina.transport import mirrors
+    from lamina.transport.credentials import CredentialStore
+    from lamina.transport.registry.client import RegistryClient  # its package imports httpx lean
+
+    creds = credentials if credentials is not None else CredentialStore()
+    if tls_verify:
+        insecure = mirrors.load().is_insecure(domain)
+        return RegistryClient(domain, credentials=creds, insecure=True if insecure else None)
+    import httpx  # after lamina.transport.registry, which imports it without trio (see its leanhttpx)
+
+    https = RegistryClient(domain, credentials=creds, insecure=False, transport=httpx.HTTPTransport(verify=False))
+    try:
+        https.http.get(https.url("/v2/"), timeout=10.0).close()  # any HTTP answer means TLS works
+        return https
+    except httpx.TransportError:
+        https.close()
+        return RegistryClient(domain, credentials=creds, insecure=True)
+
+
+def list_tags(repository: str, *, tls_verify: bool = True) -> list[str]:
+    """The tags of ``repository`` (normalized, e.g. ``docker.io/library/busybox``) in its registry."""
+    from lamina.transport.registry.pull import list_tags as _list_tags
+
+    ref = Reference.parse(repository)
+    with registry_session(ref.domain, tls_verify=tls_verify) as client:
+        return _list_tags(client, ref.path)
+
+
+def login(server: str, username: str, password: str, *, tls_verify: bool = True) -> str:
+    """Check ``username``/``password`` with the registry (``GET /v2/``, answering its challenge,
+    as docker does), then store them in the docker config; returns the registry's name."""
+    from lamina.errors import AuthError
+    from lamina.transport.credentials import Credential, CredentialStore, hostname
+    from lamina.transport.registry.client import response_error
+
+    domain = hostname(server)
+    given = Credential(username, password)
+
+    class _Given:
+        def get(self, registry: str) -> Credential:
+            return given
+
+    what = f"logging in to {domain}"
+    with registry_session(domain, tls_verify=tls_verify, credentials=_Given()) as client:
+        response = client.request("GET", "/v2/", scope=(), what=what)
+        response.close()
+        if response.status_code in (401, 403):
+            error = response_error(response, what)
+            raise AuthError(f"{error} (incorrect username or password?)", status=response.status_code)
+        if response.status_code >= 400 and response.status_code != 404:
+            raise response_error(response, what)
+    CredentialStore().login(server, username, password)
+    return domain
+
+
+@_leased("push")
+def push(store: Store, name: str, destination: str | None = None, *, progress=None,  # type: ignore[no-untyped-def]
+         tls_verify: bool = True):
     from lamina.transport.registry.push import push as _push
 
     image = store.resolve(name)
     ref = Reference.parse(destination or name)
-    return _push(store, image, ref, progress=progress)
+    with registry_session(ref.domain, tls_verify=tls_verify) as client:  # honours insecure-registries
+        result = _push(store, image, ref, client=client, progress=progress)
+    store.db.add_repo_digest(str(image.manifest_digest), ref.repository, str(result.digest))
+    return result
 
 
 def tag(store: Store, source: str, target: str) -> None:
+    ref = Reference.parse(target)  # parsed first: a bad target is the error even when source is missing too
+    if ref.digest is not None:
+        raise LaminaError(f"refusing to create a tag with a digest reference: {target}")
     image = store.resolve(source)
-    store.tag(Reference.parse(target), image.manifest_digest)
+    store.tag(ref, image.manifest_digest)
 
 
+@_leased("save")
 def save(store: Store, names: Sequence[str], out: BinaryIO | Path, *, format: str = "docker-archive") -> None:
     from lamina.transport.archive import save as _save
 
     _save(store, names, out, format=format)  # type: ignore[arg-type]
 
 
+@_leased("load")
 def load(store: Store, src: BinaryIO | Path):  # type: ignore[no-untyped-def]
     from lamina.transport.archive import load as _load
 
     return _load(store, src)
 
 
+@_leased("run")
 def run(store: Store, name: str, args: Sequence[str] = (), *, env: Sequence[str] = (), network: str = "host",
         workdir: str | None = None, user: str | None = None, entrypoint: str | None = None,
         stdin: BinaryIO | None = None, output: Callable[[bytes], None] | None = None, tty: bool = False,
-        snapshotter: str = "auto", runtime: str = "runc") -> int:
-    """Run an image's ENTRYPOINT/CMD (or ``args``) in a throw-away container; return its exit code."""
+        snapshotter: str = "auto", runtime: str = "runc", errors: Callable[[bytes], None] | None = None) -> int:
+    """Run an image's ENTRYPOINT/CMD (or ``args``) in a throw-away container; return its exit code.
+
+    ``errors`` receives the container's stderr apart from ``output`` (as ``docker run`` keeps them).
+    """
     from lamina.build.copy import mkdir_all
     from lamina.build.layers import LayerManager
     from lamina.build.steps import DEFAULT_PATH, home_of
@@ -150,6 +328,66 @@ def run(store: Store, name: str, args: Sequence[str] = (), *, env: Sequence[str]
         mkdir_all(root, cwd, (0, 0))
         process = ProcessSpec(args=argv, env=tuple(f"{k}={v}" for k, v in environment.items()), cwd=cwd,
                               uid=uid, gid=gid, additional_gids=groups, terminal=tty)
-        code = executor.run(root, process, network=network, stdin=stdin, output=output)
+        code = executor.run(root, process, network=network, stdin=stdin, output=output, errors=errors)
         mount.discard()
     return code
+
+
+def debug(store: Store, build: str | None = None, command: str | None = None, *, stdin: BinaryIO | None = None,
+          output: Callable[[bytes], None] | None = None, tty: bool = False, snapshotter: str = "auto",
+          runtime: str = "runc", warn: Callable[[str], None] | None = None) -> int:
+    """Start ``/bin/sh`` (or ``sh -c command``) over the filesystem a failed RUN left; return its exit code.
+
+    The container sees what the RUN saw (its parent layers, then what it wrote
+    before failing) with the same env, workdir, user and network; what the
+    shell changes is thrown away, so the kept state can be debugged again.
+    ``build`` is a build ID (prefix); ``None`` is the newest build that kept a
+    failed RUN. Its RUN mounts come back as
+    :func:`~lamina.build.mountsetup.debug_mounts` says (caches, tmpfs, context
+    binds); ``warn`` is told which could not.
+    """
+    from lamina.build.buildlog import builds, find_build, load_debug
+    from lamina.build.copy import mkdir_all
+    from lamina.build.mountsetup import debug_mounts
+    from lamina.build.steps import HOSTNAME, home_of
+    from lamina.build.users import resolve_user
+    from lamina.errors import BuildError
+    from lamina.runtime.mountns import enter_private_mount_namespace
+    from lamina.runtime.runc import RuncExecutor
+    from lamina.runtime.spec import ProcessSpec
+
+    if build is None:
+        kept = [b for b in builds(store.root) if b.debug]
+        if not kept:
+            raise BuildError("no build kept a failed RUN to debug (lamina build keeps one when a RUN fails)")
+        info = kept[0]
+    else:
+        info = find_build(store.root, build)
+    state = load_debug(store.root, info.build_id)
+    lowers = [Path(state["upper"]), *(Path(p) for p in state["lowers"])]
+    if any(not p.is_dir() for p in lowers):
+        raise BuildError(f"build {info.build_id}: the failed step's layers are no longer in the store; rebuild")
+    process = state["process"]
+    context = state.get("context")
+    mounts, left_out = debug_mounts(list(state.get("mounts") or []), store.root, Path(context) if context else None)
+    if left_out and warn is not None:
+        warn(f"not re-created (secrets are never kept; binds from stages or images): {', '.join(left_out)}")
+    enter_private_mount_namespace()
+    chosen = _snapshotter(store, snapshotter)
+    recover(store, chosen, runtime)
+    executor = RuncExecutor(store.root / "runc", runtime=runtime, bundle_dir=store.root / "tmp")
+    work = store.root / "mounts"
+    with chosen.prepare(lowers, work) as mount:
+        root = mount.root
+        uid, gid, groups = resolve_user(root, process["user"])
+        env = list(process["env"])
+        if not any(e.startswith("HOME=") for e in env):
+            env.append(f"HOME={home_of(root, uid)}")
+        mkdir_all(root, process["cwd"], (0, 0))
+        argv = ("/bin/sh", "-c", command) if command else ("/bin/sh",)
+        spec = ProcessSpec(args=argv, env=tuple(env), cwd=process["cwd"], uid=uid, gid=gid,
+                           additional_gids=groups, terminal=tty)
+        code = executor.run(root, spec, network=process["network"], mounts=mounts, stdin=stdin, output=output,
+                            hostname=HOSTNAME)
+        mount.discard()
+    return int(code)

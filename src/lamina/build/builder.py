@@ -1,7 +1,9 @@
 """The build orchestrator: Dockerfile → stages → cached steps → an image in the store.
 
-Stages are built on demand from the target down (so stages the target does
-not need are never built). Each instruction gets a chained cache key
+The stages the target needs are built in dependency order
+(:mod:`lamina.build.schedule`); stages the target does not need are never
+built, and independent ones build at once on two threads, as BuildKit does.
+Each instruction gets a chained cache key
 (:mod:`lamina.build.cachekey`); a hit reuses the recorded layer and history
 entry, a miss runs the step over an overlay of the parent's snapshots and
 commits the upper dir as a layer. A record is written as soon as its step
@@ -10,30 +12,46 @@ completes, so a failed build resumes at the step that failed.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from lamina.build import cachekey, events
+from lamina.build import cachekey, events, schedule
+from lamina.build.buildlog import BuildLog
 from lamina.build.context import SourceRoot
 from lamina.build.dockerignore import load_ignore
+from lamina.build.explain import StepInputs
 from lamina.build.layers import LayerManager
 from lamina.build.options import BuildOptions
 from lamina.build.stagerun import StageRun
 from lamina.build.stepkeys import StatCacheAdapter
 from lamina.build.steps import PROXY_ARGS
 from lamina.dockerfile.shell import Lexer
-from lamina.dockerfile.stages import Dockerfile, find_stage, parse_dockerfile
-from lamina.errors import DockerfileError
+from lamina.dockerfile.stages import Dockerfile, Stage, find_stage, parse_dockerfile
+from lamina.errors import BuildError, DockerfileError, LaminaError
 from lamina.image.image import Image, scratch, with_created
+from lamina.oci.digest import Digest
 from lamina.oci.reference import Reference
-from lamina.runtime.executor import Executor
-from lamina.snapshot.base import Snapshotter
+from lamina.store.db import Metadata
+from lamina.store.keylock import KeyLocks
 from lamina.store.store import Store, StoredImage
 
+if TYPE_CHECKING:  # the real ones come from api; their modules load at the first step that mounts
+    from lamina.runtime.executor import Executor
+    from lamina.snapshot.base import Snapshotter
+    from lamina.transport.cacheio import ImportedCache  # loaded only for --cache-from/--cache-to
+
 Resolver = Callable[[str, bool], StoredImage]
+WORKERS = 2  # stages built at once: this machine class has two cores
+
+
+class _Cancelled(BuildError):
+    """A stage stopped because another one failed; the other's error is the one reported."""
 
 
 
@@ -64,37 +82,160 @@ class BuildRun:
     total_steps: int = 0
     _context: SourceRoot | None = None
     stat_cache: StatCacheAdapter | None = None
+    # --cache-from records (looked up after the store's) and the keys this build reached (--cache-to)
+    imported: ImportedCache | None = None
+    reached: dict[str, None] = field(default_factory=dict)
+    # parallel stages (see Builder._build_stages): their results, events and a stop signal
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _building: dict[int, threading.Event] = field(default_factory=dict)
+    _order: _StageOrder | None = None
+    _resolving: dict[str, threading.Lock] = field(default_factory=dict)
+    _bases: dict[str, tuple[Image, str]] = field(default_factory=dict)
+    listener: events.Listener = events.ignore  # the caller's; ``emit`` is :meth:`event` once prepared
+    # explaining misses (build/explain.py), history timings, logs and debug state (build/buildlog.py)
+    log: BuildLog | None = None
+    lineage: list[tuple[str, str, str, str]] = field(default_factory=list)  # (file, position, parent, key)
+    built: dict[str, tuple[int, bool]] = field(default_factory=dict)  # key → (step number, ran here)
+    timings: dict[int, dict[int, tuple[float, bool]]] = field(default_factory=dict)  # stage → history pos → …
+    _identity: str = ""
+    _key_locks: KeyLocks | None = None
 
     @property
     def context(self) -> SourceRoot:
-        if self._context is None:
-            ctx = self.options.context
-            self._context = SourceRoot.context(ctx, load_ignore(ctx, self.options.dockerfile))
-        return self._context
+        with self._lock:
+            if self._context is None:
+                ctx = self.options.context.absolute()  # absolute stat cache paths: see _PrefetchedStatCache
+                self._context = SourceRoot.context(ctx, load_ignore(ctx, self.options.dockerfile))
+            return self._context
 
     def now(self) -> str:
         return timestamp(self.options.timestamp)
 
     def stage_result(self, index: int) -> StageResult:
-        if index not in self.results:
-            self.results[index] = StageRun(self, self.dockerfile.stages[index]).build()
-        return self.results[index]
+        """The stage's result, building it here unless done or under way in another thread."""
+        with self._lock:
+            if index in self.results:
+                return self.results[index]
+            pending = self._building.get(index)
+            mine = pending is None
+            if pending is None:
+                pending = self._building[index] = threading.Event()
+        if not mine:
+            pending.wait()
+            with self._lock:
+                if index in self.results:
+                    return self.results[index]
+            raise _Cancelled(f"stage {index} did not complete")
+        stage = self.dockerfile.stages[index]
+        try:
+            result = StageRun(self, stage).build()
+            with self._lock:
+                self.results[index] = result
+        finally:
+            with self._lock:
+                del self._building[index]
+                if self._order is not None:
+                    self._order.finished(_label(stage))
+            pending.set()
+        return result
+
+    def event(self, event: events.Event) -> None:
+        """Every event of the build passes here: counted, ordered, and a stop point on cancel."""
+        if isinstance(event, events.StepStarted | events.StepOutput) and self.cancelled.is_set():
+            raise _Cancelled("cancelled: another stage failed")
+        with self._lock:
+            if isinstance(event, events.StepCached):
+                self.cached_steps += 1
+            if self._order is not None:
+                self._order(event)
+            else:
+                self.listener(event)
 
     def base_image(self, name: str) -> tuple[Image, str]:
         """An image by name for FROM / COPY --from: its value and the root of its key chain."""
         if name == "scratch":
             return scratch(), cachekey.base_key(None)
-        stored = self.resolver(name, self.options.pull)
-        return stored.image, cachekey.base_key(str(stored.manifest_digest))
+        with self._lock:  # once per name and build, even when two stages want it at once
+            lock = self._resolving.setdefault(name, threading.Lock())
+        with lock:
+            if name not in self._bases:
+                stored = self.resolver(name, self.options.pull)
+                self._bases[name] = (stored.image, cachekey.base_key(str(stored.manifest_digest)))
+            return self._bases[name]
 
     def cache_get(self, key: str) -> dict[str, Any] | None:
         if self.options.no_cache:
             return None
-        raw = self.store.db.cache_get(key)
-        return json.loads(raw) if raw else None
+        self.reached[key] = None
+        raw = self.store.db.cache_get(key, touch=False)  # touched all at once when the build ends
+        if raw:
+            return json.loads(raw)  # type: ignore[no-any-return]
+        record = self.imported.get(key) if self.imported is not None else None
+        if record is not None:  # kept locally: the next build hits without the import
+            self.store.db.cache_put(key, json.dumps(record, sort_keys=True))
+        return record
 
     def cache_put(self, key: str, record: Mapping[str, Any]) -> None:
+        self.reached[key] = None
         self.store.db.cache_put(key, json.dumps(record, sort_keys=True))
+
+    # concurrent builds of the same steps (other threads, other processes): each step runs once
+    def step_lock(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """Hold around "miss → run → record": a build missing the same step waits, then hits."""
+        if self.options.no_cache:
+            return contextlib.nullcontext()
+        with self._lock:
+            if self._key_locks is None:
+                self._key_locks = KeyLocks(self.store.root / "locks")
+        return self._key_locks.hold(key)
+
+    def cache_claim(self, key: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Record a metadata step unless another build just did; the record that holds (its ``created``)."""
+        self.reached[key] = None
+        if self.options.no_cache:
+            self.cache_put(key, record)
+            return dict(record)
+        return json.loads(self.store.db.cache_put_first(key, json.dumps(record, sort_keys=True)))  # type: ignore[no-any-return]
+
+    @property
+    def identity(self) -> str:
+        """Which Dockerfile this is, for finding the earlier version of a step that missed."""
+        if not self._identity:
+            context = self.options.context.resolve()
+            path = self.options.dockerfile
+            where = "-" if self.options.dockerfile_text is not None else str((path or context / "Dockerfile").resolve())
+            self._identity = f"{context}\0{where}"
+        return self._identity
+
+    def previous_inputs(self, parent: str, position: str) -> tuple[str, StepInputs | None] | None:
+        """The key and inputs of this step's earlier version (same parent, else same position)."""
+        key = self.store.db.lineage_find(self.identity, parent, position)
+        if key is None:
+            return None
+        raw = self.store.db.cache_peek(key)
+        try:
+            doc = json.loads(raw) if raw else {}
+            return key, StepInputs.from_json(doc["inputs"]) if "inputs" in doc else None
+        except (ValueError, KeyError, TypeError, IndexError):
+            return key, None
+
+    def flush_lineage(self) -> None:
+        with self._lock:
+            rows, self.lineage = self.lineage, []
+        if rows:
+            self.store.db.lineage_put_many(rows)
+
+    def fetch_cached_blob(self, digest: Digest) -> bool:
+        """Bring a cache hit's layer blob in from --cache-from; False (a warning) when that fails."""
+        if self.imported is None:
+            return False
+        try:
+            self.imported.fetch(digest)
+        except LaminaError as exc:
+            self.emit(events.Warning_(f"fetching cached layer {digest}: {exc}"))
+            return False
+        return True
 
 
 def timestamp(epoch: int | None = None) -> str:
@@ -109,18 +250,50 @@ class Builder:
     """Builds images; the snapshotter, executor and image resolver come in from the caller."""
 
     def __init__(self, store: Store, snapshotter: Snapshotter, executor: Executor, resolver: Resolver,
-                 listener: events.Listener = events.ignore) -> None:
+                 listener: events.Listener = events.ignore, *, setup: Callable[[], object] | None = None) -> None:
+        """``setup`` readies the snapshotter and executor; it runs before threads start."""
         self.store = store
         self.snapshotter = snapshotter
         self.executor = executor
         self.resolver = resolver
         self.emit = listener
+        self.setup = setup
 
     def build(self, options: BuildOptions) -> StoredImage:
+        """Build, keeping every step's output under ``STORE/logs/<build-id>/`` (lamina logs)."""
         started = time.monotonic()
+        log = BuildLog(self.store.root, about={"context": str(options.context), "tags": list(options.tags)})
+        listener, self.emit = self.emit, log.tee(self.emit)
+        try:
+            stored = self._build_logged(options, log, started)
+        except BaseException as exc:
+            log.finish(exc)
+            raise
+        finally:
+            self.emit = listener
+        log.finish(image=str(stored.id))
+        return stored
+
+    def _build_logged(self, options: BuildOptions, log: BuildLog, started: float) -> StoredImage:
         run = self._prepare(options)
+        run.log = log
+        if options.cache_from and not options.no_cache:
+            from lamina.transport.cacheio import import_caches
+
+            run.imported = import_caches(self.store, options.cache_from, lambda m: self.emit(events.Warning_(m)))
+        try:
+            return self._build(run, started)
+        finally:
+            if run.reached:
+                self.store.db.cache_touch(run.reached)
+            run.flush_lineage()
+            if run.imported is not None:
+                run.imported.close()
+
+    def _build(self, run: BuildRun, started: float) -> StoredImage:
+        options = run.options
         target = find_stage(run.dockerfile, options.target) if options.target else len(run.dockerfile.stages) - 1
-        result = run.stage_result(target)
+        result = self._build_stages(run, target)
         self._warn_unused(run)
         image = result.image
         if options.labels:
@@ -129,11 +302,17 @@ class Builder:
                 cfg, labels={**cfg.labels, **options.labels})))
         created = image.config.history[-1].created if image.config.history else run.now()
         stored = self.store.put_image(with_created(image, created), oci=options.oci)
+        _record_steps(run, target, str(stored.id))
         tags = []
         for name in options.tags:
             ref = Reference.parse(name)
             self.store.tag(ref, stored.manifest_digest)
             tags.append(ref.familiar)
+        for spec in options.cache_to:
+            from lamina.transport.cacheio import export_cache, select_records
+
+            records = {k: json.loads(r) for k in run.reached if (r := self.store.db.cache_get(k, touch=False))}
+            export_cache(self.store, spec, select_records(records, stored.image, spec.mode))
         self.emit(events.BuildDone(stored.id.short, tuple(tags), run.cached_steps, run.total_steps,
                                    time.monotonic() - started))
         return stored
@@ -153,7 +332,8 @@ class Builder:
         layers = LayerManager(self.store, compression=options.compression, oci=options.oci,
                               clamp_mtime=options.timestamp)
         run = BuildRun(options, df, file, lexer, {}, self.store, layers, self.snapshotter, self.executor,
-                       self.resolver, self.emit, stat_cache=StatCacheAdapter(self.store.db))
+                       self.resolver, self.emit, stat_cache=_PrefetchedStatCache(self.store.db, options.context.absolute()))
+        run.listener, run.emit = self.emit, run.event
         run.global_args = self._global_args(run)
         run.total_steps = sum(1 + len(s.instructions) for s in df.stages)
         return run
@@ -172,10 +352,164 @@ class Builder:
                         raise exc.located(run.file, instr.line) from None
         return scope
 
+    def _build_stages(self, run: BuildRun, target: int) -> StageResult:
+        """The needed stages in dependency order; independent ones at once on a thread pool."""
+        graph = schedule.needed(run.dockerfile, target, lambda stage: _from_image(run, stage))
+        if not schedule.parallel(graph):
+            for index in graph:
+                run.stage_result(index)
+            return run.stage_result(target)
+        if self.setup is not None:
+            self.setup()  # the private mount namespace must exist before the worker threads do
+        run._order = _StageOrder(run.listener)
+        try:
+            _run_pool(run, graph)
+        finally:
+            with run._lock:
+                run._order.flush()
+                run._order = None
+        return run.stage_result(target)
+
     def _warn_unused(self, run: BuildRun) -> None:
         unused = sorted(set(run.options.build_args) - run.used_args - PROXY_ARGS)
         if unused:
             self.emit(events.Warning_(f"One or more build-args {unused} were not consumed"))
+
+
+def _record_steps(run: BuildRun, target: int, image_id: str) -> None:
+    """How long each history entry of the image took and whether it was cached (lamina history)."""
+    steps = [(pos, seconds, cached) for pos, (seconds, cached) in sorted(run.timings.get(target, {}).items())]
+    known = run.store.db.image_steps(image_id)
+    if {pos: (seconds, cached) for pos, (seconds, cached, _) in known.items()} != {p: (s, c) for p, s, c in steps}:
+        run.store.db.image_steps_put(image_id, run.log.build_id if run.log else "", steps)
+
+
+def _label(stage: Stage) -> str:
+    return stage.name or str(stage.index)
+
+
+def _from_image(run: BuildRun, stage: Stage) -> str:
+    """The FROM image with global ARGs expanded (as ``StageRun`` does), for the stage graph."""
+    try:
+        return run.lexer.expand_word(stage.from_.image, run.global_args)
+    except DockerfileError:
+        return stage.from_.image  # the stage reports it with its line when it runs
+
+
+def _run_pool(run: BuildRun, graph: schedule.Graph) -> None:
+    """Run ``graph``'s stages on :data:`WORKERS` threads; the first failure cancels the rest.
+
+    A cancelled stage stops at its next step (or at the next output of a RUN,
+    whose container the executor then kills); the pool is drained before the
+    first real error is raised, so no mount or container outlives the build.
+    """
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    done: set[int] = set()
+    running: dict[Future[StageResult], int] = {}
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="lamina-stage") as pool:
+        try:
+            while True:
+                if failure is None:
+                    for index in schedule.ready(graph, done, running.values()):
+                        running[pool.submit(run.stage_result, index)] = index
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    index = running.pop(future)
+                    exc = future.exception()
+                    if exc is None:
+                        done.add(index)
+                    elif failure is None or isinstance(failure, _Cancelled):
+                        failure = exc
+                        run.cancelled.set()
+        except BaseException:  # Ctrl-C while waiting: stop the stages, then let it through
+            run.cancelled.set()
+            raise
+    if failure is not None:
+        raise failure
+
+
+class _PrefetchedStatCache(StatCacheAdapter):
+    """The stat cache with the context's rows read in one query at the first lookup.
+
+    A fully cached build of a 2,000-file context then makes one SELECT instead
+    of 2,000. Paths outside the context (none today) still go to the database.
+    The context is made absolute first, so ``lamina build .`` has a prefix too.
+    """
+
+    def __init__(self, db: Metadata, context: Path) -> None:
+        super().__init__(db)
+        self._db_ = db
+        self._prefix = str(context / "x")[:-1]  # how the context's file paths start
+        self._rows: dict[str, tuple[int, int, int, int, str]] | None = None
+        self._rows_lock = threading.Lock()
+
+    def get(self, path: str, size: int, mtime_ns: int, ino: int, mode: int) -> str | None:
+        if not self._prefix or not path.startswith(self._prefix):  # "." gives relative paths: no prefix
+            return super().get(path, size, mtime_ns, ino, mode)
+        with self._rows_lock:
+            if self._rows is None:
+                self._rows = self._db_.stat_under(self._prefix)
+            row = self._rows.get(path)
+        return row[4] if row is not None and row[:4] == (size, mtime_ns, ino, mode) else None
+
+    def put(self, path: str, size: int, mtime_ns: int, ino: int, mode: int, digest: str) -> None:
+        with self._rows_lock:
+            super().put(path, size, mtime_ns, ino, mode, digest)
+            if self._rows is not None:
+                self._rows[path] = (size, mtime_ns, ino, mode, digest)
+
+    def flush(self) -> None:
+        with self._rows_lock:  # stages flush at their ends, maybe at once
+            pending, self._pending = self._pending, []
+        if pending:
+            self._db_.stat_put_many(pending)
+
+
+class _StageOrder:
+    """Interleaved stages' events, delivered one stage's block at a time (the classic look).
+
+    The stage that holds the output streams live; the others' events wait in
+    order of their first event and are delivered when it finishes. Callers
+    hold the build's lock.
+    """
+
+    def __init__(self, listener: events.Listener) -> None:
+        self._listener = listener
+        self._current: str | None = None
+        self._queued: dict[str, list[events.Event]] = {}
+        self._finished: set[str] = set()
+
+    def __call__(self, event: events.Event) -> None:
+        stage = getattr(event, "stage", None)
+        if stage is None or self._current in (None, stage):
+            self._current = stage if stage is not None else self._current
+            self._listener(event)
+        else:
+            self._queued.setdefault(stage, []).append(event)
+
+    def finished(self, stage: str) -> None:
+        self._finished.add(stage)
+        if self._current == stage:
+            self._current = None
+            self._advance()
+
+    def flush(self) -> None:
+        self._finished.update(self._queued)
+        self._current = None
+        self._advance()
+
+    def _advance(self) -> None:
+        while self._queued:
+            stage = next(iter(self._queued))
+            for event in self._queued.pop(stage):
+                self._listener(event)
+            if stage not in self._finished:
+                self._current = stage
+                return
 
 
 def platform_args() -> dict[str, str]:

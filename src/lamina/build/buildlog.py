@@ -157,7 +157,8 @@ class BuildLog:
         self._write_doc()
         logs = self.store_root / "logs"
         if sum(1 for _ in logs.iterdir()) > KEEP_BUILDS + _PRUNE_SLACK:
-            _prune(logs, KEEP_BUILDS, keep=self.build_id)
+            for name in _prune(logs, KEEP_BUILDS, keep=self.build_id):  # a build no longer listed can't be debugged
+                shutil.rmtree(self.store_root / "debug" / name, ignore_errors=True)
 
     def keep_failed(self, upper: Path, info: Mapping[str, Any]) -> Path:
         """Move a failed RUN's upper dir under ``STORE/debug/<build-id>/`` with ``info`` beside it."""
@@ -211,11 +212,12 @@ def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _prune(parent: Path, keep_count: int, *, keep: str) -> None:
-    """Remove all but the newest ``keep_count`` entries of ``parent`` (never ``keep``)."""
+def _prune(parent: Path, keep_count: int, *, keep: str) -> list[str]:
+    """Remove all but the newest ``keep_count`` entries of ``parent`` (never ``keep``); the names removed."""
     if not parent.is_dir():
-        return
+        return []
     names = sorted((p.name for p in parent.iterdir() if p.is_dir()), reverse=True)
-    for name in names[keep_count:]:
-        if name != keep:
-            shutil.rmtree(parent / name, ignore_errors=True)
+    removed = [name for name in names[keep_count:] if name != keep]
+    for name in removed:
+        shutil.rmtree(parent / name, ignore_errors=True)
+    return removed

@@ -19,7 +19,35 @@ KEY_VERSION = 1
 
 
 def canonical(inputs: Mapping[str, Any]) -> bytes:
-    return json.dumps(inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The one byte string for ``inputs``: JSON, sorted keys, no spaces.
+
+    Injective over what keys are made of: str-keyed dicts, lists/tuples,
+    str, int, float, bool and None (a tuple is written as the list it equals;
+    floats use their round-trip repr, so ``1`` and ``1.0`` differ).
+    Other values are refused rather than coerced, because json would quietly
+    merge some (the int key 1 and the str key "1"). Strings holding
+    surrogate escapes (bytes that were not UTF-8) are encoded with
+    ``surrogatepass``, which no valid character's encoding can equal.
+    """
+    _check(inputs)
+    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _check(value: Any) -> None:
+    if value is None or isinstance(value, str | bool | int | float):
+        return
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            if not isinstance(name, str):
+                raise TypeError(f"cache key input has a non-string key: {name!r}")
+            _check(item)
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            _check(item)
+        return
+    raise TypeError(f"cache key input of type {type(value).__name__} has no canonical form")
 
 
 def step_key(parent: str, instruction: str, inputs: Mapping[str, Any]) -> str:

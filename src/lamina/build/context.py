@@ -24,6 +24,16 @@ Docker's rules, as BuildKit's Dockerfile frontend applies them:
   as links, never followed;
 * owners of context files do not matter (BuildKit's file transfer maps them to
   0:0); a stage's root keeps them (``COPY --from`` preserves ownership).
+
+``--exclude`` and ``--parents`` (BuildKit's exclude and include patterns, with
+``.dockerignore``'s syntax, ``**`` included) are matched against paths relative
+to each source: an excluded entry is dropped (a directory with it all, unless
+a ``!`` exception re-includes something below); with ``--parents`` a source
+becomes its pivot directory (the root, or what precedes ``/./``) narrowed to
+the matching entries and their parent directories.  A file that a wildcard
+matched is itself excluded when its path below the wildcard's literal prefix
+matches, so ``--exclude=*.txt hom*`` skips ``home.txt`` as the Dockerfile
+reference shows (a matched directory is kept: its contents are filtered).
 """
 
 from __future__ import annotations
@@ -37,7 +47,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from lamina.build.dockerignore import IgnoreMatcher, go_glob_regex, has_wildcards
+from lamina.build.dockerignore import (
+    IgnoreMatcher,
+    IgnorePattern,
+    compile_pattern,
+    go_glob_regex,
+    has_wildcards,
+)
 from lamina.build.rootpath import clean, resolve_in_root
 from lamina.errors import BuildError, ContextError
 
@@ -128,8 +144,10 @@ class StatCache(Protocol):
     def put(self, path: str, size: int, mtime_ns: int, ino: int, mode: int, digest: str) -> None: ...
 
 
-def _entry(path: Path, relpath: str) -> Entry:
-    info = os.lstat(path)
+def _entry(path: Path | str, relpath: str, info: os.stat_result | None = None) -> Entry:
+    """``path``'s entry from its lstat (``info``, when the caller has it already)."""
+    if info is None:
+        info = os.lstat(path)
     fmt = stat.S_IFMT(info.st_mode)
     kind = next((k for f, k in _KINDS if f == fmt), None)
     if kind is None:
@@ -165,22 +183,52 @@ def _children(root: SourceRoot, real: str) -> list[str]:
     return sorted(os.listdir(root.path / real) if real else os.listdir(root.path), key=os.fsencode)
 
 
+def _byte_order(entry: os.DirEntry[str]) -> bytes:
+    return entry.name.encode("utf-8", "surrogateescape")  # os.fsencode, without its checks
+
+
+def _host(root: SourceRoot, *parts: str) -> str:
+    """The host path of root-relative ``parts``, spelled as ``str(root.path / ...)`` spells it.
+
+    Plain strings: a context of thousands of files is walked and hashed on every build,
+    and pathlib's objects cost more than the system calls (the stat cache's keys stay the same).
+    """
+    base, rel = str(root.path), _join(*parts)
+    if not rel:
+        return base
+    if base == ".":
+        return rel
+    return base + rel if base.endswith("/") else base + "/" + rel
+
+
 def _scan(root: SourceRoot, real: str, below: str) -> list[Entry] | None:
     """Entries of ``real/below`` and everything under it that the ignore rules let through.
 
     ``None`` when nothing at all is visible (an ignored file, or an ignored
     directory that no exception re-includes anything from).
     """
+    host = _host(root, real, below)
+    return _scan_entry(root, real, below, host, _entry(host, below))
+
+
+def _scan_entry(root: SourceRoot, real: str, below: str, host: str, entry: Entry) -> list[Entry] | None:
+    """:func:`_scan` for an entry already made; children come from one ``scandir`` each."""
     path = _join(real, below)
-    entry = _entry(root.path / path, below)
-    ignored = root.ignored(path)
+    if entry.kind == "fifo" and not root.keep_owners:
+        return None  # BuildKit's context transfer leaves named pipes out (Docker 20.10)
+    ignored = root.ignore is not None and root.ignored(path)
     if entry.kind != "dir":
         return None if ignored else [entry]
     if ignored and root.skippable(path):
         return None
     found = [entry]
-    for name in _children(root, path):
-        found.extend(_scan(root, real, _join(below, name)) or ())
+    with os.scandir(host) as listing:
+        children = sorted(listing, key=_byte_order)
+    prefix = below + "/" if below else ""
+    for child in children:
+        rel = prefix + child.name
+        found.extend(_scan_entry(root, real, rel, child.path,
+                                 _entry(child.path, rel, child.stat(follow_symlinks=False))) or ())
     # An ignored directory still appears as the parent of what an exception re-includes.
     return None if ignored and len(found) == 1 else found
 
@@ -212,9 +260,12 @@ def _wildcard_matches(root: SourceRoot, base: str, regex: re.Pattern[str], depth
         for name in _children(root, _join(base, below)):
             rel = _join(below, name)
             path = _join(base, rel)
-            is_dir = stat.S_ISDIR(os.lstat(root.path / path).st_mode)
+            mode = os.lstat(root.path / path).st_mode
+            is_dir = stat.S_ISDIR(mode)
             if root.ignored(path) and (not is_dir or root.skippable(path)):
                 continue
+            if stat.S_ISFIFO(mode) and not root.keep_owners:
+                continue  # never transferred, as in _scan_entry
             if regex.match(rel):
                 yield path
             elif is_dir and level + 1 < depth:
@@ -223,12 +274,16 @@ def _wildcard_matches(root: SourceRoot, base: str, regex: re.Pattern[str], depth
     yield from walk("", 0)
 
 
-def _expand(root: SourceRoot, pattern: str) -> list[str]:
-    """Root-relative paths a source argument names: itself, or its wildcard matches."""
+def _expand(root: SourceRoot, pattern: str) -> list[tuple[str, str | None]]:
+    """Root-relative paths a source argument names, each with its path below the wildcard's base.
+
+    The second item is None for a literal source (BuildKit never excludes
+    a source it was given by name).
+    """
     parts = clean("/" + pattern).strip("/").split("/")
     first = next((i for i, part in enumerate(parts) if has_wildcards(part)), None)
     if first is None:
-        return [_join(*parts)]
+        return [(_join(*parts), None)]
     literal, rest = _join(*parts[:first]), "/".join(parts[first:])
     try:
         regex = re.compile(go_glob_regex(rest), re.DOTALL)
@@ -238,31 +293,109 @@ def _expand(root: SourceRoot, pattern: str) -> list[str]:
     if not base.is_dir() or (literal and root.ignored(literal) and root.skippable(literal)):
         raise _not_found("/" + literal)
     base_real = _relative(root, base)
-    return list(_wildcard_matches(root, base_real, regex, len(parts) - first))
+    return [(path, path[len(base_real):].lstrip("/")) for path in _wildcard_matches(root, base_real, regex,
+                                                                                     len(parts) - first)]
 
 
-def select(root: SourceRoot, patterns: Sequence[str]) -> list[Selected]:
+def _matcher(patterns: Sequence[str]) -> IgnoreMatcher | None:
+    try:
+        return IgnoreMatcher.from_patterns(patterns) if patterns else None
+    except ContextError as exc:
+        raise ContextError(f"--exclude: {str(exc).removeprefix('.dockerignore: ')}") from None
+
+
+def _without_excluded(found: Selected, exclude: IgnoreMatcher) -> Selected:
+    """``found`` minus what ``exclude`` matches; a directory stays as the parent of what remains."""
+    kept = [not e.relpath or not exclude.matches(e.relpath) for e in found.entries]
+    parents = {p for e, keep in zip(found.entries, kept, strict=True) if keep for p in _ancestors(e.relpath)}
+    entries = tuple(e for e, keep in zip(found.entries, kept, strict=True)
+                    if keep or (e.kind == "dir" and e.relpath in parents))
+    return Selected(found.relpath, found.real, entries)
+
+
+def _ancestors(relpath: str) -> Iterator[str]:
+    while "/" in relpath:
+        relpath = relpath.rsplit("/", 1)[0]
+        yield relpath
+
+
+def _select_parents(root: SourceRoot, pattern: str) -> Selected:
+    """``COPY --parents``: the pivot directory narrowed to what ``pattern`` (below it) matches."""
+    pivot, pivoted, below = pattern.partition("/./")
+    if not pivoted:
+        pivot, below = "/", pattern
+    pivot, below = clean("/" + pivot).strip("/"), clean("/" + below).strip("/")
+    try:
+        include = compile_pattern(below) if below else None
+    except ContextError as exc:
+        raise ContextError(f"COPY source {pattern!r}: {str(exc).removeprefix('.dockerignore: ')}") from None
+    try:
+        real = _relative(root, resolve_in_root(root.path, "/" + pivot, follow_final=True))
+        top = _entry(root.path / real, "")
+        if top.kind != "dir" or (pivot and root.ignored(pivot) and root.skippable(pivot)):
+            raise _not_found("/" + pivot)
+        if include is None:
+            return Selected(pivot, real, tuple(_scan(root, real, "") or (top,)))
+        entries = _included(root, real, "", include)
+    except (FileNotFoundError, NotADirectoryError):
+        raise _not_found("/" + pivot) from None
+    if not has_wildcards(pattern) and not entries:
+        raise _not_found("/" + _join(pivot, below))
+    return Selected(pivot, real, (top, *entries))
+
+
+def _included(root: SourceRoot, real: str, below: str, include: IgnorePattern) -> list[Entry]:
+    """Entries under ``real/below`` that ``include`` matches (whole subtrees), with their parents."""
+    out: list[Entry] = []
+    for name in _children(root, _join(real, below)):
+        rel = _join(below, name)
+        if include.match_or_parent(rel):
+            out.extend(_scan(root, real, rel) or ())
+            continue
+        path = _join(real, rel)
+        if not stat.S_ISDIR(os.lstat(root.path / path).st_mode) or root.skippable(path):
+            continue
+        if include.may_match_below(tuple(rel.split("/"))):
+            inner = _included(root, real, rel, include)
+            if inner:
+                out.append(_entry(root.path / path, rel))
+                out.extend(inner)
+    return out
+
+
+def _select_each(root: SourceRoot, pattern: str, exclude: IgnoreMatcher | None) -> list[Selected]:
+    out: list[Selected] = []
+    for relpath, below in _expand(root, pattern):
+        found = _follow(root, relpath)
+        if found is None:
+            hint = " (excluded by .dockerignore)" if root.ignored(relpath) else ""
+            raise _not_found("/" + relpath, hint)
+        if exclude is None or below is None or found.is_dir or not exclude.matches(below):
+            out.append(found)
+    return out
+
+
+def select(root: SourceRoot, patterns: Sequence[str], *, parents: bool = False,
+           excludes: Sequence[str] = ()) -> list[Selected]:
     """Expand the source arguments of one COPY/ADD into what each will copy, in order.
 
     Raises :class:`ContextError` (message ending in ``not found``) for a
     literal source that does not exist or is ignored; a wildcard that
-    matches nothing contributes nothing.
+    matches nothing contributes nothing.  ``parents`` and ``excludes`` are
+    ``--parents`` and ``--exclude`` (see the module docstring).
     """
+    exclude = _matcher(excludes)
     selected: list[Selected] = []
     for pattern in patterns:
         try:
-            for relpath in _expand(root, pattern):
-                found = _follow(root, relpath)
-                if found is None:
-                    hint = " (excluded by .dockerignore)" if root.ignored(relpath) else ""
-                    raise _not_found("/" + relpath, hint)
-                selected.append(found)
+            found = [_select_parents(root, pattern)] if parents else _select_each(root, pattern, exclude)
+            selected.extend(_without_excluded(f, exclude) if exclude else f for f in found)
         except OSError as exc:
             raise ContextError(f"reading COPY source {pattern!r}: {exc}") from exc
     return selected
 
 
-def file_digest(path: Path, entry: Entry, cache: StatCache | None = None) -> str:
+def file_digest(path: Path | str, entry: Entry, cache: StatCache | None = None) -> str:
     """``sha256:<hex>`` of a regular file's contents, through the stat cache when given."""
     key = str(path)
     ino = entry.inode[1]
@@ -281,8 +414,17 @@ def file_digest(path: Path, entry: Entry, cache: StatCache | None = None) -> str
 
 
 def _field(sink: hashlib._Hash, value: str | int) -> None:
-    data = os.fsencode(value) if isinstance(value, str) else str(value).encode()
-    sink.update(len(data).to_bytes(8, "big") + data)
+    sink.update(_encoded(value))
+
+
+_LENGTHS = tuple(n.to_bytes(8, "big") for n in range(1024))
+
+
+def _encoded(value: str | int) -> bytes:
+    """A field as checksum() hashes it: its length (8 bytes, big-endian), then its bytes."""
+    data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else b"%d" % value
+    size = len(data)
+    return (_LENGTHS[size] if size < 1024 else size.to_bytes(8, "big")) + data
 
 
 def checksum(root: SourceRoot, selected: Sequence[Selected], stat_cache: StatCache | None = None) -> str:
@@ -300,15 +442,14 @@ def checksum(root: SourceRoot, selected: Sequence[Selected], stat_cache: StatCac
         _field(sink, len(source.entries))
         first_link: dict[tuple[int, int], int] = {}
         for index, entry in enumerate(source.entries):
-            for value in (entry.relpath, entry.kind, entry.mode, entry.link_target, entry.rdev):
-                _field(sink, value)
+            # one update per entry of the same bytes as one per field: the same checksum, fewer calls
+            fields: list[str | int] = [entry.relpath, entry.kind, entry.mode, entry.link_target, entry.rdev]
             if root.keep_owners:
-                _field(sink, entry.uid)
-                _field(sink, entry.gid)
+                fields += [entry.uid, entry.gid]
             if entry.kind == "file":
-                link = first_link.setdefault(entry.inode, index) if entry.nlink > 1 else index
-                _field(sink, link)
-                _field(sink, file_digest(root.path / source.real / entry.relpath, entry, stat_cache))
+                fields.append(first_link.setdefault(entry.inode, index) if entry.nlink > 1 else index)
+                fields.append(file_digest(_host(root, source.real, entry.relpath), entry, stat_cache))
+            sink.update(b"".join(map(_encoded, fields)))
     return "sha256:" + sink.hexdigest()
 
 

@@ -25,9 +25,17 @@ Dockerfile frontend), checked against Docker 20.10:
 * Hard links between entries of *one* source stay hard links (each source
   has its own link table, so ``COPY h1 h2 /d/`` makes two files, as in 062).
   Symlinks are copied as symlinks.  FIFOs and device nodes are recreated;
-  sockets are skipped, as Docker's context archiver does.
+  sockets are skipped, as Docker's context archiver does (and a FIFO of the
+  build context is never selected: BuildKit does not transfer it).
 * ADD of a local file that is a tar archive (plain, gzip, bzip2, xz or zstd,
   by magic bytes) extracts it into ``dest`` instead, see :func:`extract_tar`.
+* ADD of a URL (a :class:`~lamina.build.remote.Remote`, already fetched)
+  lands like a file source named after the URL: mode 0600 (or ``--chmod``),
+  owner ``--chown`` or 0:0, the ``Last-Modified`` mtime; extracted only with
+  ``--unpack=true`` (and ``--unpack=false`` keeps a local archive a file).
+* ``--link`` (see :func:`link_chown`) copies into an empty root: the caller
+  mounts one, so parents are created 0755 as above and nothing of the
+  image below is followed or kept.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from pathlib import Path
 from typing import IO, cast
 
 from lamina.build.context import Entry, Selected, SourceRoot
+from lamina.build.remote import Remote
 from lamina.build.rootpath import clean, resolve_in_root
 from lamina.errors import BuildError, LaminaError, LayerError
 
@@ -99,16 +108,19 @@ def _clear(target: Path) -> None:
 
 
 def _copy_content(src: Path, dst: Path) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-    with open(src, "rb") as fin, open(os.open(dst, flags, 0o600), "wb") as fout:
+    """The bytes of ``src`` into the new file ``dst``, inside the kernel (see :mod:`lamina.snapshot.filecopy`)."""
+    # imported here: lamina.snapshot's package imports (tarfile, ...) are for builds that run steps
+    from lamina.snapshot.filecopy import copy_fd
+
+    fd_in = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            while os.copy_file_range(fin.fileno(), fout.fileno(), 1 << 30):
-                pass
-        except OSError:  # another filesystem or no kernel support: copy by hand
-            fin.seek(0)
-            fout.seek(0)
-            fout.truncate()
-            shutil.copyfileobj(fin, fout, 1 << 20)
+            copy_fd(fd_in, fd_out)
+        finally:
+            os.close(fd_out)
+    finally:
+        os.close(fd_in)
 
 
 def _apply(target: Path, entry: Entry, owner: Owner, chmod: int | None) -> None:
@@ -159,11 +171,12 @@ def open_tar(path: Path) -> Iterator[tarfile.TarFile | None]:
 
 
 def _archive_path(name: str, what: str) -> str:
-    """An archive member name made relative to the extraction root; refuses escapes."""
-    cleaned = clean(name.lstrip("/"))
-    if cleaned == ".." or cleaned.startswith("../"):
-        raise LayerError(f"archive {what} {name!r} is outside the extraction root")
-    return "" if cleaned == "." else cleaned
+    """An archive member name made relative to the extraction root.
+
+    Docker extracts ADD's archives chrooted into the destination, so a name
+    climbing out with ``..`` (or an absolute one) is clamped at that root.
+    """
+    return clean("/" + name).lstrip("/")
 
 
 def _create_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, root: Path) -> None:
@@ -221,8 +234,8 @@ def extract_tar(tar: tarfile.TarFile, root: Path, *, chown: Owner | None, name: 
     member's, except the archive root's), anything else in the way is
     replaced.  Owners are the archive's numeric ids unless ``chown`` is given
     (current BuildKit applies ``--chown`` to extracted files too).  Names
-    with ``..`` escaping ``root`` are refused; symlinks met while resolving
-    parents are followed inside ``root``, as under Docker's chroot.
+    with ``..`` climbing out of ``root`` stop at it, and symlinks met while
+    resolving parents are followed inside ``root``, as under Docker's chroot.
     """
     dirs: list[tuple[Path, float]] = []
     try:
@@ -265,6 +278,8 @@ class _Copier:
         assert self.source_root is not None
         host = self.prepare(dest, as_dir)
         if source.is_dir:
+            if os.path.lexists(host) and not host.is_dir():  # BuildKit's wording
+                raise BuildError(f"cannot copy to non-directory: {dest}")
             top = mkdir_all(self.root, dest, self.parent_owner)
         else:
             top = host / source.name if host.is_dir() else host
@@ -324,15 +339,28 @@ class _Copier:
         os.lchown(target, *self.parent_owner)
         os.chmod(target, 0o644 if self.chmod is None else self.chmod)
 
+    def remote(self, remote: Remote, dest: str, as_dir: bool) -> None:
+        host = self.prepare(dest, as_dir)
+        target = host / remote.name if host.is_dir() else host
+        _clear(target)
+        _copy_content(remote.path, target)
+        os.lchown(target, *self.parent_owner)
+        os.chmod(target, 0o600 if self.chmod is None else self.chmod)
+        if remote.mtime is not None:
+            os.utime(target, (remote.mtime, remote.mtime), follow_symlinks=False)
+
     def archive(self, source: Selected, dest: str) -> bool:
         """Extract ``source`` into ``dest`` if it is a tar archive; False if it is not one."""
         assert self.source_root is not None
-        path = self.source_root.path / source.real
+        return self.archive_file(self.source_root.path / source.real, dest, source.relpath)
+
+    def archive_file(self, path: Path, dest: str, name: str) -> bool:
+        """Extract the host file ``path`` into ``dest`` if it is a tar archive; False if it is not one."""
         with open_tar(path) as tar:
             if tar is None:
                 return False
             host = mkdir_all(self.root, dest, self.parent_owner)
-            extract_tar(tar, host, chown=self.chown, name=source.relpath)
+            extract_tar(tar, host, chown=self.chown, name=name)
         return True
 
 
@@ -345,7 +373,7 @@ def _check_count(copier: _Copier, count: int, dest: str, as_dir: bool, verb: str
 
 def copy_into(
     target_root: Path,
-    sources: Sequence[Selected | Inline],
+    sources: Sequence[Selected | Inline | Remote],
     dest: str,
     *,
     src_root: SourceRoot | None = None,
@@ -353,6 +381,7 @@ def copy_into(
     chown: Owner | None = None,
     chmod: int | None = None,
     is_add: bool = False,
+    unpack: bool | None = None,
 ) -> None:
     """Write ``sources`` (from :func:`~lamina.build.context.select`, or heredocs) into ``target_root``.
 
@@ -360,7 +389,9 @@ def copy_into(
     unless every source is :class:`Inline`).  ``chown`` is already resolved
     (see :func:`~lamina.build.users.parse_chown`).  No sources (wildcards that
     matched nothing) writes nothing.  Raises :class:`BuildError`; a hostile
-    archive raises :class:`~lamina.errors.LayerError`.
+    archive raises :class:`~lamina.errors.LayerError`.  ``unpack`` is ADD's
+    ``--unpack``: None extracts local archives only, True remote ones too,
+    False none.
     """
     verb = "ADD" if is_add else "COPY"
     copier = _Copier(target_root, src_root, chown, chmod)
@@ -369,14 +400,31 @@ def copy_into(
     if any(isinstance(s, Selected) for s in sources) and src_root is None:
         raise ValueError("copy_into: src_root is required for selected sources")
     for source in sources:
-        shown = source.name if isinstance(source, Inline) else "/" + source.relpath
+        shown = "/" + source.relpath if isinstance(source, Selected) else source.name
         try:
             if isinstance(source, Inline):
                 copier.inline(source, path, as_dir)
-            elif not (is_add and source.entries[0].kind == "file" and copier.archive(source, path)):
+            elif isinstance(source, Remote):
+                if not (is_add and unpack and copier.archive_file(source.path, path, source.name)):
+                    copier.remote(source, path, as_dir)
+            elif not (is_add and unpack is not False and source.entries[0].kind == "file"
+                      and copier.archive(source, path)):
                 copier.source(source, path, as_dir)
         except OSError as exc:
             raise BuildError(f"{verb} {shown} to {dest}: {exc.strerror or exc}") from exc
 
 
-__all__ = ["Inline", "copy_into", "destination", "mkdir_all"]
+def link_chown(spec: str) -> str:
+    """A ``--chown`` spec usable with ``--link``: numeric ids, ``root`` meaning 0 (as BuildKit's llb reads it).
+
+    A ``--link`` layer is built over an empty root, where no name resolves;
+    BuildKit fails such a build (``invalid user index``), lamina says why.
+    """
+    parts = ["0" if part == "root" else part for part in spec.split(":", 1)]
+    if not all(part.isdigit() for part in parts):
+        raise BuildError(f"--chown={spec} with --link: use numeric ids (names cannot be resolved in "
+                         "the empty root a --link layer is built in)")
+    return ":".join(parts)
+
+
+__all__ = ["Inline", "copy_into", "destination", "link_chown", "mkdir_all"]

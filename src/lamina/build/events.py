@@ -31,7 +31,7 @@ class StepOutput:
 class StepDone:
     stage: str
     number: int
-    image_id: str
+    image_id: str  # "" past the first 200 history entries for a step that adds no layer (see stagerun)
     seconds: float
     cached: bool
 
@@ -50,7 +50,18 @@ class BuildDone:
     seconds: float
 
 
-Event = StepStarted | StepCached | StepOutput | StepDone | Warning_ | BuildDone
+@dataclass(frozen=True, slots=True)
+class CacheMiss:
+    """A step that had to run, and why (:mod:`lamina.build.explain`), most useful reason first."""
+
+    stage: str
+    number: int
+    total: int
+    text: str
+    reasons: tuple[str, ...]
+
+
+Event = StepStarted | StepCached | StepOutput | StepDone | Warning_ | BuildDone | CacheMiss
 Listener = Callable[[Event], None]
 
 

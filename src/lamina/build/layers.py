@@ -11,18 +11,18 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
 from lamina.image.image import Image, Layer
-from lamina.image.layerio import LayerSink, open_layer
 from lamina.oci import mediatype as mt
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
-from lamina.snapshot.diff import prune_runtime_stubs, write_layer
-from lamina.snapshot.unpack import unpack_to_snapshot
 from lamina.store.store import Store
+
+# layerio and snapshot (diff, unpack) are imported where used: a fully cached build needs neither
 
 
 class LayerManager:
@@ -32,6 +32,8 @@ class LayerManager:
         self.compression = compression
         self.oci = oci
         self.clamp_mtime = clamp_mtime
+        self._unpacking: dict[Digest, threading.Lock] = {}  # parallel stages unpack a shared layer once
+        self._guard = threading.Lock()
 
     def lowers(self, image: Image) -> list[Path]:
         """Snapshot dirs of the image's layers, top-most first, unpacking what is missing."""
@@ -39,8 +41,11 @@ class LayerManager:
         for layer in image.layers:
             path = self.store.snapshot_path(layer.diff_id)
             if not path.exists():
-                opener = functools.partial(self._open_plain, layer.digest)
-                path = unpack_to_snapshot(opener, self.store.snapshots_dir, layer.diff_id)
+                with self._guard:
+                    lock = self._unpacking.setdefault(layer.diff_id, threading.Lock())
+                with lock:
+                    opener = functools.partial(self._open_plain, layer.digest)
+                    path = _unpack(opener, self.store.snapshots_dir, layer)
             paths.append(path)
         paths.reverse()
         # overlayfs refuses a lower dir listed twice (ELOOP); dropping the lower copy of a
@@ -48,10 +53,15 @@ class LayerManager:
         return list(dict.fromkeys(paths))
 
     def _open_plain(self, digest: Digest) -> IO[bytes]:
+        from lamina.image.layerio import open_layer
+
         return open_layer(self.store.blobs.open(digest))
 
     def commit(self, upper: Path, lowers: Sequence[Path]) -> Layer:
         """Turn an upper dir into a layer blob and keep it as that layer's snapshot."""
+        from lamina.image.layerio import LayerSink
+        from lamina.snapshot.diff import prune_runtime_stubs, write_layer
+
         prune_runtime_stubs(upper, lowers)
         with self.store.blobs.writer() as blob:
             sink = LayerSink(blob, self.compression)
@@ -72,3 +82,36 @@ class LayerManager:
             except OSError:  # another process committed the same layer first
                 shutil.rmtree(upper, ignore_errors=True)
         return Layer(Descriptor(media_type, digest, size), diff_id)
+
+
+# A gzip bomb (a few MB that inflate to terabytes of zeros) must stop at a bound, not fill the disk:
+# a layer may hold at most this many times its compressed size (at least _UNPACK_FLOOR), and never
+# more than the store's free space; LAMINA_MAX_LAYER_SIZE (bytes) replaces the first two rules.
+_UNPACK_RATIO = 200
+_UNPACK_FLOOR = 1 << 30
+
+
+def unpack_limit(compressed: int, snapshots_dir: Path) -> int:
+    """The most bytes of file content a layer of ``compressed`` bytes may unpack to."""
+    configured = os.environ.get("LAMINA_MAX_LAYER_SIZE", "").strip()
+    limit = int(configured) if configured.isdigit() else max(_UNPACK_FLOOR, _UNPACK_RATIO * compressed)
+    try:
+        fs = os.statvfs(snapshots_dir)
+    except OSError:
+        return limit
+    return min(limit, fs.f_bavail * fs.f_frsize)
+
+
+def _unpack(opener: functools.partial[IO[bytes]], snapshots_dir: Path, layer: Layer) -> Path:
+    from lamina.errors import LayerError
+    from lamina.snapshot.unpack import unpack_to_snapshot
+
+    limit = unpack_limit(layer.size, snapshots_dir)
+    try:
+        return unpack_to_snapshot(opener, snapshots_dir, layer.diff_id, max_bytes=limit)
+    except LayerError as exc:
+        if "too large" not in str(exc):
+            raise LayerError(f"unpacking layer {layer.digest}: {exc}") from exc
+        raise LayerError(f"unpacking layer {layer.digest}: its files hold more than {limit} bytes, the limit "
+                         f"(LAMINA_MAX_LAYER_SIZE, else {_UNPACK_RATIO}x its compressed size, at least 1 GiB, "
+                         "within the store's free space)") from exc

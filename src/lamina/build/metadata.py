@@ -7,6 +7,7 @@ instructions given here are already expanded.
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import replace
 
 from lamina.dockerfile import instructions as ins
@@ -26,26 +27,95 @@ def command_form(config: ContainerConfig, command: tuple[str, ...], json: bool) 
 
 
 def resolve_workdir(current: str, path: str) -> str:
-    """WORKDIR is relative to the previous one; the result is clean and absolute."""
+    """WORKDIR is relative to the previous one; an absolute one is kept as written.
+
+    BuildKit stores an absolute path verbatim (``/x/y/`` stays ``/x/y/`` in the config) and
+    cleans only a relative one joined onto the current directory.
+    """
+    if path.startswith("/"):
+        return path
     # normpath keeps a leading "//" (POSIX allows it a meaning); Go's path.Clean does not
     return "/" + posixpath.normpath(posixpath.join(current or "/", path)).lstrip("/")
 
 
+# The names Docker's signal.ParseSignal knows on Linux (upper case, without "SIG").
+_SIGNALS = frozenset(
+    ["ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE",
+     "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU",
+     "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ", "RTMIN", "RTMAX"]
+    + [f"RTMIN+{n}" for n in range(1, 16)] + [f"RTMAX-{n}" for n in range(1, 15)]
+)
+
+
+def check_signal(signal: str, line: int, file: str) -> str:
+    """STOPSIGNAL takes a non-zero number or a known name (any case, ``SIG`` optional), kept as written."""
+    if re.fullmatch(r"[+-]?[0-9]+", signal):  # Go's strconv.Atoi
+        valid = int(signal) != 0
+    else:
+        name = signal.upper()
+        valid = (name[3:] if name.startswith("SIG") else name) in _SIGNALS
+    if not valid:
+        raise DockerfileError(f"Invalid signal: {signal}", file=file, line=line)
+    return signal
+
+
 def expose_ports(ports: tuple[str, ...], line: int, file: str) -> list[str]:
-    """``80``, ``53/udp``, ``7000-7002`` → ``80/tcp``, ``53/udp``, ``7000/tcp``…; protocols lower-cased."""
+    """``80``, ``53/udp``, ``7000-7002`` → ``80/tcp``, ``53/udp``, ``7000/tcp``…; protocols lower-cased.
+
+    Each word is read as Docker's ``nat.ParsePortSpec`` reads it, so an
+    ``[ip:][hostPort:]containerPort`` mapping is accepted and exposes its
+    container port; the errors are Docker's, checked in Docker's order.
+    """
     out: list[str] = []
     for spec in ports:
-        port, _, proto = spec.partition("/")
-        proto = (proto or "tcp").lower()
-        lo, dash, hi = port.partition("-")
         try:
-            first, last = int(lo), int(hi if dash else lo)
-        except ValueError:
-            raise DockerfileError(f"invalid containerPort: {port}", file=file, line=line) from None
-        if not 0 <= first <= last <= 65535 or proto not in ("tcp", "udp", "sctp"):
-            raise DockerfileError(f"invalid port specification: {spec}", file=file, line=line)
-        out.extend(f"{p}/{proto}" for p in range(first, last + 1))
+            out.extend(_port_spec(spec))
+        except ValueError as exc:
+            raise DockerfileError(str(exc), file=file, line=line) from None
     return out
+
+
+def _port_spec(spec: str) -> list[str]:
+    parts = spec.split(":")
+    ip = ":".join(parts[:-2]) if len(parts) > 2 else ""
+    host = parts[-2] if len(parts) > 1 else ""
+    words = parts[-1].split("/")  # Go's SplitProtoPort: a third word is ignored
+    port, proto = (words[0], words[1] or "tcp") if len(words) > 1 else (words[0], "tcp")
+    if not port:
+        proto = ""
+    if ip:
+        _check_ip(ip)
+    if not port:
+        raise ValueError(f"No port specified: {spec}<empty>")
+    first, last = _port_range(port, "containerPort")
+    if host:
+        host_first, host_last = _port_range(host, "hostPort")
+        if last - first != host_last - host_first and last != first:
+            raise ValueError(f"Invalid ranges specified for container and host Ports: {port} and {host}")
+    if proto.lower() not in ("tcp", "udp", "sctp"):
+        raise ValueError(f"Invalid proto: {proto}")
+    return [f"{p}/{proto.lower()}" for p in range(first, last + 1)]
+
+
+def _port_range(text: str, what: str) -> tuple[int, int]:
+    """Go's ``nat.ParsePortRange``: ``N`` or ``N-M`` (words after a second ``-`` are ignored)."""
+    words = text.split("-")
+    if any(not (w.isascii() and w.isdigit()) or int(w) > 65535 for w in words[:2]) or \
+            (len(words) > 1 and int(words[1]) < int(words[0])):
+        raise ValueError(f"Invalid {what}: {text}")
+    return int(words[0]), int(words[1 if len(words) > 1 else 0])
+
+
+def _check_ip(text: str) -> None:
+    import ipaddress
+
+    bracketed = text.startswith("[") and text.endswith("]")
+    if ":" in text and not bracketed:
+        raise ValueError(f"Invalid ip address {text}: address {text}:: too many colons in address")
+    try:
+        ipaddress.ip_address(text[1:-1] if bracketed else text)
+    except ValueError:
+        raise ValueError(f"Invalid ip address: {text}") from None
 
 
 def apply(config: ContainerConfig, instr: ins.Instruction, *, file: str = "Dockerfile",
@@ -77,7 +147,7 @@ def apply(config: ContainerConfig, instr: ins.Instruction, *, file: str = "Docke
         case ins.Workdir(path=path):
             return replace(config, working_dir=resolve_workdir(config.working_dir, path))
         case ins.StopSignal(signal=signal):
-            return replace(config, stop_signal=signal)
+            return replace(config, stop_signal=check_signal(signal, instr.line, file))
         case ins.Shell(command=command):
             return replace(config, shell=command)
         case ins.Onbuild():

@@ -246,6 +246,42 @@ def parse_run_mounts(instr: ins.Run, env: Mapping[str, str], lexer: Lexer, workd
     return parse_mounts(instr.mounts, workdir=workdir or "/", expand=lambda word: lexer.expand_word(word, env))
 
 
+def debug_mounts(specs: list[dict[str, Any]], store_root: Path, context: Path | None,
+                 ) -> tuple[tuple[Mount, ...], tuple[str, ...]]:
+    """A failed RUN's mounts again, for ``lamina debug``; and the ones left out, as ``type target``.
+
+    ``specs`` are the mounts' key inputs as the failed step recorded them.
+    Caches are the store's cache directories themselves, tmpfs mounts are
+    new, context binds show the context as it is now (read-only). Secrets
+    (never stored) and binds from a stage or image are left out.
+    """
+    from lamina.runtime.spec import Mount
+
+    mounts: list[Mount] = []
+    left_out: list[str] = []
+    for spec in specs:
+        kind, target, readonly = str(spec.get("type")), str(spec.get("target", "")), bool(spec.get("readonly"))
+        cache = store_root / CACHE_DIR / cache_dir_name(str(spec.get("id") or target))
+        if kind == "cache" and cache.is_dir():
+            mounts.append(Mount.bind(str(cache), target, readonly=readonly))
+        elif kind == "tmpfs":
+            size = spec.get("size")
+            mounts.append(_tmpfs(RunMount("tmpfs", target, readonly=readonly,
+                                          size=int(size) if size is not None else None)))
+        elif kind == "bind" and not spec.get("from") and context is not None:
+            try:
+                source = resolve_in_root(context, str(spec.get("source") or "/"), follow_final=True)
+            except LaminaError:
+                source = None
+            if source is not None and source.exists():
+                mounts.append(Mount.bind(str(source), target, readonly=True))
+            else:
+                left_out.append(f"{kind} {target}")
+        else:
+            left_out.append(f"{kind} {target or spec.get('env', '')}")
+    return tuple(mounts), tuple(left_out)
+
+
 def cache_dir_name(ident: str) -> str:
     """A cache mount's directory name: a digest, so any id is a safe file name."""
     return hashlib.sha256(ident.encode()).hexdigest()[:32]
@@ -403,4 +439,5 @@ def _lstat(path: Path) -> os.stat_result | None:
         return None
 
 
-__all__ = ["CACHE_DIR", "Prepared", "RunMounts", "cache_dir_name", "cleanup_stale", "parse_run_mounts"]
+__all__ = ["CACHE_DIR", "Prepared", "RunMounts", "cache_dir_name", "cleanup_stale", "debug_mounts",
+           "parse_run_mounts"]

@@ -5,6 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lamina.build.mounts import SecretSource
+    from lamina.transport.cacheio import CacheSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,4 +29,6 @@ class BuildOptions:
     timestamp: int | None = None            # SOURCE_DATE_EPOCH / --timestamp
     compression: str = "gzip"
     oci: bool = False                       # write OCI media types instead of Docker's
-    secrets: Mapping[str, Path] = field(default_factory=dict)
+    secrets: Mapping[str, Path | SecretSource] = field(default_factory=dict)  # id → file (or env var)
+    cache_from: tuple[CacheSpec, ...] = ()    # --cache-from: records imported at build start
+    cache_to: tuple[CacheSpec, ...] = ()      # --cache-to: records exported after the build

@@ -4,14 +4,17 @@ Docker's rules (BuildKit's Dockerfile frontend and its HTTP source):
 
 * a source starting with ``http://`` or ``https://`` is a URL, unless it names
   a Git repository (``git@…``, ``git://…``, or a URL whose path ends in
-  ``.git``), which lamina refuses with a clear error; COPY refuses URLs;
+  ``.git``: see :mod:`lamina.build.gitsource`); COPY refuses both;
 * the file is named after the last element of the URL's path (Go's
   ``path.Base``, percent-decoded), ``__unnamed__`` when the path has none;
   the name of the *original* URL, whatever redirects follow;
 * it is written with mode 0600 and, when the response has a
   ``Last-Modified`` header, that mtime; a tar archive is never extracted;
-* ``--checksum=sha256:<hex>`` must match the downloaded bytes; it is only
-  allowed with one source, which must be remote.
+* ``--checksum=sha256:<hex>`` must match the downloaded bytes (for a Git
+  source: a prefix of the commit); it is only allowed with one source,
+  which must be remote;
+* ``--unpack=true`` extracts a downloaded tar archive into the destination
+  (plain, gzip, bzip2, xz or zstd); by default it lands as a file.
 
 For the cache key, a download's content digest stands for the file (the
 URL is fetched again on every build, so a changed remote file changes the
@@ -46,12 +49,13 @@ class Remote:
 
 
 def is_git(source: str) -> bool:
-    """Whether ``source`` names a Git repository (BuildKit's ``ParseGitRef`` test, simplified)."""
-    if source.startswith(("git@", "git://", "ssh://")):
-        return True
-    if source.startswith(("http://", "https://")):
-        return urlsplit(source).path.endswith(".git")
-    return False
+    """Whether ``source`` names a Git repository (BuildKit's ``ParseGitRef``, see :mod:`lamina.build.gitsource`)."""
+    from lamina.build.gitsource import parse
+
+    try:
+        return parse(source) is not None
+    except BuildError:
+        return True  # a Git URL with a malformed fragment: the Git source reports it
 
 
 def is_url(source: str) -> bool:
@@ -69,12 +73,16 @@ def file_name(url: str) -> str:
 def check_flags(sources: tuple[str, ...], checksum: str | None) -> None:
     """Refuse what BuildKit refuses about ADD's remote sources (before anything is fetched)."""
     git = next((s for s in sources if is_git(s)), None)
-    if git is not None:
-        raise BuildError(f"ADD from a Git repository is not supported: {git}")
+    if git is not None and len(sources) > 1:
+        raise BuildError(f"ADD from a Git repository takes it as its only source: {git}")
     if checksum is None:
         return
     if len(sources) != 1:
         raise BuildError("checksum can't be specified for multiple sources")
+    if git is not None:
+        if not re.fullmatch(r"[0-9a-f]{1,64}", checksum):
+            raise BuildError(f"invalid checksum {checksum!r} for a Git source: expected a commit ID or its prefix")
+        return
     if not is_url(sources[0]):
         raise BuildError("checksum requires HTTP(S) or Git sources")
     if not checksum.startswith("sha256:"):

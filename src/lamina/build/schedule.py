@@ -33,7 +33,8 @@ def stage_deps(df: Dockerfile, stage: Stage, from_image: Callable[[Stage], str] 
     if "$" in base:
         return frozenset(earlier)
     wanted = base.lower()
-    deps.update(s.index for s in df.stages[: stage.index] if s.name == wanted)  # FROM takes names only
+    named = [s.index for s in df.stages[: stage.index] if s.name == wanted]  # FROM takes names only
+    deps.update(named[-1:])  # of two stages with one name, the last counts
     for instr in stage.instructions:
         for ref in _references(instr):
             if "$" in ref:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
-from collections.abc import Callable, Iterator
+from collections import ChainMap
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lamina.build import cachekey, events, metadata, steps
+from lamina.build import cachekey, events, explain, metadata, steps
 from lamina.build.context import SourceRoot, checksum, select
 from lamina.build.stepkeys import canonical_instruction, history_text
 from lamina.dockerfile import instructions as ins
@@ -33,12 +35,29 @@ class StageRun:
         self.run = run
         self.stage = stage
         self.label = stage.name or str(stage.index)
+        self.no_cache = run.options.no_cache or self.label in run.options.no_cache_filter
         self.image: Image
         self.key = ""
         self.args: dict[str, str] = {}
         self.cmd_set = False
+        self._source, self._used = "", frozenset[str]()
+        self._ran_for: float | None = None
+        self._sources: tuple[list[Any], explain.RecordingStatCache] | None = None
         previous = run.dockerfile.stages[: stage.index]
         self.number = sum(1 + len(s.instructions) for s in previous) + 1
+
+    # the cache as this stage sees it: none at all with --no-cache-filter naming it
+    def _cache_get(self, key: str) -> dict[str, Any] | None:
+        return None if self.no_cache else self.run.cache_get(key)
+
+    def _cache_claim(self, key: str, record: dict[str, Any]) -> dict[str, Any]:
+        if self.no_cache:
+            self.run.cache_put(key, record)
+            return dict(record)
+        return self.run.cache_claim(key, record)
+
+    def _step_lock(self, key: str) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext() if self.no_cache else self.run.step_lock(key)
 
     def where(self, line: int) -> str:
         return f"{self.run.file}:{line}"
@@ -50,9 +69,9 @@ class StageRun:
         self._from()
         for instr in self._triggers():
             self._step(instr, trigger=True)
-        for instr in self.stage.instructions:
+        for position, instr in enumerate(self.stage.instructions, 1):
             self.number += 1
-            self._step(instr)
+            self._step(instr, last=position == len(self.stage.instructions))
         if self.run.stat_cache is not None:
             self.run.stat_cache.flush()
         return StageResult(self.image, self.key)
@@ -66,6 +85,8 @@ class StageRun:
             raise exc.located(run.file, frm.line) from None
         assert isinstance(expanded, ins.From)
         name = expanded.image
+        if not name:  # BuildKit's check and wording, before any lookup
+            raise DockerfileError(f"base name ({frm.image}) should not be blank", file=run.file, line=frm.line)
         run.emit(events.StepStarted(self.label, self.number, run.total_steps, frm.original))
         started = time.monotonic()
         index = self._stage_named(name)
@@ -73,6 +94,7 @@ class StageRun:
             if index is not None:
                 base = run.stage_result(index)
                 self.image, self.key = base.image, base.key
+                run.timings[self.stage.index] = dict(run.timings.get(index, {}))  # lamina history
             else:
                 self.image, self.key = run.base_image(name)
         except LaminaError as exc:
@@ -86,7 +108,7 @@ class StageRun:
 
     def _stage_named(self, name: str) -> int | None:
         wanted = name.lower()
-        for stage in self.run.dockerfile.stages[: self.stage.index]:
+        for stage in reversed(self.run.dockerfile.stages[: self.stage.index]):  # the last of a name wins
             if stage.name == wanted:
                 return stage.index
         return None
@@ -108,42 +130,64 @@ class StageRun:
         return out
 
     # one step -------------------------------------------------------------------
-    def _step(self, instr: ins.Instruction, *, trigger: bool = False) -> None:
+    def _step(self, instr: ins.Instruction, *, trigger: bool = False, last: bool = False) -> None:
         run = self.run
+        layers = len(self.image.layers)
         run.emit(events.StepStarted(self.label, self.number, run.total_steps, instr.original))
         started = time.monotonic()
         line = self.stage.line if trigger else instr.line
+        # what explaining a miss needs: the instruction as written, the variables it used, its sources
+        self._source, self._used, self._sources, self._ran_for = instr.original, frozenset[str](), None, None
+        entries = len(self.image.config.history)
         try:
             cached = self._dispatch(instr, line)
         except DockerfileError as exc:
             raise exc.located(run.file, line) from None
-        if cached:
-            run.cached_steps += 1
+        if cached:  # BuildRun.event counts it (stages may run in parallel)
             run.emit(events.StepCached(self.label, self.number))
-        run.emit(events.StepDone(self.label, self.number, _image_id(self.image), time.monotonic() - started, cached))
+        seconds = time.monotonic() - started
+        if len(self.image.config.history) > entries:  # lamina history: how long it took when it ran
+            # the time the step's work took when it really ran (for a cached step: back then)
+            took = float(self._ran_for) if self._ran_for is not None else (0.0 if cached else seconds)
+            run.timings.setdefault(self.stage.index, {})[entries] = (took, cached)
+        shown = last or len(self.image.layers) > layers or len(self.image.config.history) <= _IDS_UP_TO
+        run.emit(events.StepDone(self.label, self.number, _image_id(self.image) if shown else "", seconds, cached))
 
-    def _env(self) -> dict[str, str]:
-        """Variables for expansion and RUN: the later of ENV and ARG wins (BuildKit's rule)."""
-        return {**self.image.config.config.env_dict(), **self.args}
+    def _env(self) -> Mapping[str, str]:
+        """Variables for expansion and RUN: the later of ENV and ARG wins (BuildKit's rule).
+
+        A view, not a copy: a step must not copy every variable (10,000 ENVs would be quadratic).
+        """
+        env = self.image.config.config.env_dict()
+        return ChainMap(dict(self.args), env) if self.args else env  # type: ignore[arg-type]
 
     def _dispatch(self, instr: ins.Instruction, line: int) -> bool:
         run = self.run
         if isinstance(instr, ins.Arg):
             return self._arg(instr)
-        expanded, _names = expand_tracking(instr, self._env(), run.lexer, file=run.file)
+        expanded, self._used = expand_tracking(instr, self._env(), run.lexer, file=run.file)
         cfg = self.image.config.config
         inputs: dict[str, Any]
         match expanded:
             case ins.Run():
                 plan = steps.plan_run(expanded, cfg, self._run_args(), run.options.network)
                 inputs = {"instr": canonical_instruction(expanded), "run": plan.key_inputs()}
+                mounts = None
+                if expanded.mounts:  # RUN --mount: its specs and sources' checksums join the key
+                    from lamina.build.mountsetup import RunMounts, parse_run_mounts
+
+                    mounts = RunMounts(self, parse_run_mounts(expanded, self._env(), run.lexer, cfg.working_dir),
+                                       self.where(line))
+                    inputs["mounts"] = mounts.key_inputs()
                 text = " ".join(expanded.command)
                 return self._layer_step(inputs, history_text(expanded, cfg, plan.args), lambda root: steps.execute_run(
-                    root, plan, run.executor, self._output, where=self.where(line), text=text))
+                    root, plan, run.executor, self._output, where=self.where(line), text=text, mounts=mounts))
             case ins.Copy() | ins.Add():
                 return self._copy(expanded, line)
             case ins.Workdir():
                 new = metadata.apply(cfg, expanded, file=run.file)
+                if new.working_dir == "/":  # BuildKit creates no directory, so no layer, for the root
+                    return self._meta_step(expanded, new)
                 self.image = with_container_config(self.image, new)
                 inputs = {"instr": canonical_instruction(expanded), "path": new.working_dir, "user": cfg.user}
                 return self._layer_step(inputs, history_text(expanded, new), lambda root: steps.execute_workdir(
@@ -179,8 +223,7 @@ class StageRun:
         run = self.run
         expanded, _ = expand_tracking(instr, self._env(), run.lexer, file=run.file)
         assert isinstance(expanded, ins.Arg)
-        shown: list[tuple[str, str | None]] = []
-        for (name, _raw), (_, default) in zip(instr.pairs, expanded.pairs, strict=True):
+        for name, default in expanded.pairs:
             run.used_args.add(name)
             if name in run.options.build_args:
                 value: str | None = run.options.build_args[name]
@@ -190,17 +233,22 @@ class StageRun:
                 value = run.global_args.get(name)
             if value is not None:
                 self.args[name] = value
-            shown.append((name, value))
-        return self._meta_step(replace(expanded, pairs=tuple(shown)), self.image.config.config)
+        # BuildKit records the ARG as written (its default, not a --build-arg value), and so does
+        # its key: a new value misses at its first use (the RUN that sees it), as docker documents
+        return self._meta_step(expanded, self.image.config.config)
 
     def _copy(self, instr: ins.Copy | ins.Add, line: int) -> bool:
         run = self.run
         where = self.where(line)
         workdir = self.image.config.config.working_dir
-        for src in instr.sources:
-            if src.startswith(("http://", "https://", "git@")):
-                raise BuildError(f"{where}: ADD from a URL is not supported yet: {src}")
+        _check_remote(instr, where)
         canon = canonical_instruction(instr)
+        created_by = history_text(instr, self.image.config.config)
+        # BuildKit builds a --link layer on its own (then merges it) only when there is no --chmod
+        link = instr.link and not instr.chmod
+        step = self._link_step if link else self._layer_step
+        if link and instr.chown:
+            instr = replace(instr, chown=_link_chown(instr.chown, where))
         if instr.from_:
             index = stage_index(run.dockerfile, instr.from_, before=self.stage.index)
             if index is not None:
@@ -213,47 +261,261 @@ class StageRun:
             def op(root: Path) -> None:
                 with self._mounted(run.layers.lowers(src_image)) as mount:
                     src_root = SourceRoot.stage(mount.root)
-                    selected = _select(src_root, instr.sources, where)
+                    selected = _select(src_root, instr, instr.sources, where)
                     steps.execute_copy(root, instr, selected, src_root, workdir=workdir, where=where)
-            return self._layer_step(inputs, history_text(instr, self.image.config.config), op)
-        selected = _select(run.context, instr.sources, where) if instr.sources else []
-        inputs = {"instr": canon, "workdir": workdir,
-                  "sources": checksum(run.context, selected, run.stat_cache) if selected else None}
-        return self._layer_step(inputs, history_text(instr, self.image.config.config), lambda root: steps.execute_copy(
-            root, instr, selected, run.context, workdir=workdir, where=where))
+            return step(inputs, created_by, op)
+        return self._copy_context(instr, {"instr": canon, "workdir": workdir}, created_by, where, step)
+
+    def _copy_context(self, instr: ins.Copy | ins.Add, inputs: dict[str, Any], created_by: str, where: str,
+                      step: Callable[[dict[str, Any], str, Callable[[Path], None]], bool]) -> bool:
+        """COPY/ADD from the build context, ADD's URLs included (fetched for the key unless --checksum)."""
+        from lamina.build.remote import file_name, is_url
+
+        run = self.run
+        expected = instr.checksum if isinstance(instr, ins.Add) else None
+        if isinstance(instr, ins.Add) and len(instr.sources) == 1 and _git_source(instr.sources[0], where):
+            return self._copy_git(instr, inputs, created_by, where, step)
+        urls = [src for src in instr.sources if is_url(src)]
+        picked = [[src] if is_url(src) else _select(run.context, instr, (src,), where) for src in instr.sources]
+        selected = [s for group in picked for s in group if not isinstance(s, str)]
+        inputs["sources"] = checksum(run.context, selected, self._recording(selected)) if selected else None
+        workdir = inputs["workdir"]
+        with _download_dir(run.store.root, bool(urls)) as tmp:
+            fetched = {} if expected else {url: _fetch(url, tmp, None, where) for url in urls}
+            if urls:  # with --checksum the key needs no download: the checksum stands for the file
+                inputs["remote"] = [[file_name(url), expected or fetched[url].digest] for url in urls]
+
+            def op(root: Path) -> None:
+                for url in urls:
+                    if url not in fetched:
+                        fetched[url] = _fetch(url, tmp, expected, where)
+                ordered = [fetched[s] if isinstance(s, str) else s for group in picked for s in group]
+                steps.execute_copy(root, instr, ordered, run.context, workdir=workdir, where=where)
+            return step(inputs, created_by, op)
+
+    def _copy_git(self, instr: ins.Add, inputs: dict[str, Any], created_by: str, where: str,
+                  step: Callable[[dict[str, Any], str, Callable[[Path], None]], bool]) -> bool:
+        """ADD of a Git repository: keyed by the commit its ref names now, cloned only if the step runs."""
+        from lamina.build import gitsource
+
+        source = _git_source(instr.sources[0], where)
+        assert source is not None
+        store_root, workdir = self.run.store.root, inputs["workdir"]
+        with _download_dir(store_root, True) as tmp:
+            commit = _in_step(lambda: gitsource.resolve(source, checksum=instr.checksum, scratch=tmp), where)
+        inputs["commit"] = commit  # the URL, ref and subdir are in the instruction; a miss says "commit changed"
+
+        def op(root: Path) -> None:
+            with _download_dir(store_root, True) as scratch:
+                tree = _in_step(lambda: gitsource.checkout(source, commit, scratch / "git",
+                                                           keep_git_dir=instr.keep_git_dir), where)
+                src_root = SourceRoot.context(tree)
+                selected = _select(src_root, instr, (".",), where)
+                steps.execute_copy(root, instr, selected, src_root, workdir=workdir, where=where)
+        return step(inputs, created_by, op)
+
+    def _link_step(self, inputs: dict[str, Any], created_by: str, op: Callable[[Path], None]) -> bool:
+        """A ``--link`` layer: built over an empty root, so it is also cached apart from the image below.
+
+        Its second key leaves the parent out: after a change earlier in the
+        Dockerfile the same layer is reused on top of the new parent, as
+        BuildKit's merge of a ``--link`` copy is.
+        """
+        run = self.run
+        key = cachekey.step_key(self.key, "layer", inputs)
+        record = self._cache_get(key)
+        layer = _cached_layer(run, record)
+        cached = layer is not None and record is not None
+        if not cached:
+            with self._step_lock(key):  # another build at this very step: wait, then use its record
+                record = self._cache_get(key)
+                layer = _cached_layer(run, record)
+                if layer is None or record is None:
+                    layer, cached = self._link_layer(inputs, op)
+                    record = {"created": run.now(), "layer": _layer_json(layer)}
+                    run.cache_put(key, record)
+                else:
+                    cached = True
+        assert layer is not None and record is not None
+        created = record["created"]
+        self.image = append_layer(self.image, layer, History(created_by=created_by, created=created))
+        self.key = key
+        return cached
+
+    def _link_layer(self, inputs: dict[str, Any], op: Callable[[Path], None]) -> tuple[Layer, bool]:
+        """The layer over an empty root: from its parent-free record, else built now; and whether cached."""
+        run = self.run
+        link_key = cachekey.step_key("", "link", inputs)
+        with self._step_lock(link_key):
+            layer = _cached_layer(run, self._cache_get(link_key))
+            if layer is not None:
+                return layer, True
+            with self._mounted([]) as mount:
+                op(mount.root)
+                mount.unmount()
+                layer = run.layers.commit(mount.upper, [])
+            run.cache_put(link_key, {"created": run.now(), "layer": _layer_json(layer)})
+        return layer, False
 
     # cached step kinds --------------------------------------------------------------
     def _meta_step(self, instr: ins.Instruction, new_config: Any) -> bool:
         key = cachekey.step_key(self.key, type(instr).__name__, {"instr": canonical_instruction(instr)})
-        record = self.run.cache_get(key)
-        created = record["created"] if record else self.run.now()
-        if record is None:
-            self.run.cache_put(key, {"created": created})
+        record = self._cache_get(key)
+        if record is not None:
+            created = record["created"]
+        else:
+            inputs = self._inputs(type(instr).__name__.upper(), canonical_instruction(instr), {}, instr)
+            self._explain_miss(key, None, inputs)
+            # a build of the same step at this moment may record it first: both then share its time
+            created = self._cache_claim(key, {"created": self.run.now(), "inputs": inputs.to_json()})["created"]
         history = History(created_by=history_text(instr, new_config), created=created)
         self.image = add_history(with_container_config(self.image, new_config), history)
+        self._reached(key, ran=record is None)
         self.key = key
         return record is not None
 
     def _layer_step(self, inputs: dict[str, Any], created_by: str, op: Callable[[Path], None]) -> bool:
         run = self.run
         key = cachekey.step_key(self.key, "layer", inputs)
-        record = run.cache_get(key)
+        record = self._cache_get(key)
         layer = _cached_layer(run, record)
-        if layer is None or record is None:
-            lowers = run.layers.lowers(self.image)
-            with self._mounted(lowers) as mount:
-                op(mount.root)
-                mount.unmount()
-                layer = run.layers.commit(mount.upper, lowers)
-            created = run.now()
-            run.cache_put(key, {"created": created, "layer": _layer_json(layer)})
-            cached = False
-        else:
-            created = record["created"]
-            cached = True
+        cached = layer is not None and record is not None
+        if not cached:
+            with self._step_lock(key):  # another build running this very step: wait, then use its layer
+                record = self._cache_get(key)
+                layer = _cached_layer(run, record)
+                cached = layer is not None and record is not None
+                if not cached:
+                    layer, record = self._run_layer(key, record, inputs, op)
+                    if self.no_cache:
+                        key = self._rerun_key(key, layer, record)
+        assert layer is not None and record is not None
+        created = record["created"]
+        self._ran_for = record.get("seconds")
         self.image = append_layer(self.image, layer, History(created_by=created_by, created=created))
+        self._reached(key, ran=not cached)
         self.key = key
         return cached
+
+    def _run_layer(self, key: str, record: dict[str, Any] | None, inputs: dict[str, Any],
+                   op: Callable[[Path], None]) -> tuple[Layer, dict[str, Any]]:
+        """Run a missed step over its parent's snapshots, commit it, record it (the caller holds its lock)."""
+        run = self.run
+        why = self._inputs(str(inputs["instr"]["kind"]), inputs["instr"], inputs)
+        self._explain_miss(key, record, why)
+        started = time.monotonic()
+        lowers = run.layers.lowers(self.image)
+        with self._mounted(lowers) as mount:
+            try:
+                op(mount.root)
+            except BuildError as exc:
+                hint = self._keep_failed(mount, lowers, inputs.get("run"), exc, inputs.get("mounts"))
+                if hint is None:
+                    raise
+                raise BuildError(f"{exc} {hint}") from exc
+            mount.unmount()
+            layer = run.layers.commit(mount.upper, lowers)
+        record = {"created": run.now(), "layer": _layer_json(layer), "inputs": why.to_json(),
+                  "seconds": round(time.monotonic() - started, 3)}
+        if not self.no_cache:
+            run.cache_put(key, record)
+        return layer, record
+
+    def _rerun_key(self, key: str, layer: Layer, record: dict[str, Any]) -> str:
+        """The chain key after a step that ran despite a record (--no-cache, --no-cache-filter).
+
+        A record keeps the first layer made for its key, so the records always form chains that
+        one build made. When the run made other content, the steps after it get new keys (the
+        parent key salted with the new layer), so nothing downstream is reused from the old one.
+        """
+        raw = self.run.store.db.cache_get(key, touch=False)
+        previous = _cached_layer(self.run, json.loads(raw) if raw else None)
+        if previous is None:  # no record, or its blob is gone: this run's layer is the record
+            self.run.cache_put(key, record)
+            return key
+        if previous.digest == layer.digest:
+            return key
+        salted = cachekey.step_key(key, "rebuilt", {"layer": str(layer.digest)})
+        self.run.cache_put(salted, record)
+        return salted
+
+    # explaining misses, keeping a failed RUN (build/explain.py, build/buildlog.py) ---------------------
+    def _recording(self, selected: list[Any]) -> explain.RecordingStatCache:
+        """The stat cache for a COPY's checksum, remembering each file's digest for its record."""
+        recorder = explain.RecordingStatCache(self.run.stat_cache)
+        self._sources = (selected, recorder)
+        return recorder
+
+    def _inputs(self, kind: str, canon: Any, key_inputs: dict[str, Any],
+                instr: ins.Instruction | None = None) -> explain.StepInputs:
+        """The structured inputs of this step's key, kept in its record to explain later misses."""
+        run_inputs = key_inputs.get("run")
+        if isinstance(instr, ins.Arg):
+            variables = {name: ("arg", value) for name, value in instr.pairs if value is not None}
+        else:
+            scope, in_run = self._env(), self._run_args() if run_inputs is not None else {}
+            variables = {name: ("arg", in_run[name]) if name in in_run else
+                         ("arg" if name in self.args else "env", scope[name])
+                         for name in sorted(set(self._used) | set(in_run)) if name in scope or name in in_run}
+        other = {k: v for k, v in key_inputs.items() if k not in ("instr", "sources", "run")}
+        if run_inputs is not None:
+            other.update(user=run_inputs["user"], cwd=run_inputs["cwd"], network=run_inputs["network"])
+        files = None
+        if self._sources is not None:
+            selected, recorder = self._sources
+            files = explain.file_inputs(self.run.context.path, selected, recorder.seen)
+        return explain.StepInputs(self.key, kind, self._source, canon, variables, files, other)
+
+    def _explain_miss(self, key: str, record: dict[str, Any] | None, inputs: explain.StepInputs) -> None:
+        run = self.run
+        if run.options.no_cache:
+            found: tuple[str, ...] = ("--no-cache",)
+        elif self.label in run.options.no_cache_filter:
+            found = (f"--no-cache-filter {self.label}",)
+        elif record is not None:
+            found = ("its cached layer is gone",)
+        else:
+            previous = run.previous_inputs(inputs.parent, f"{self.stage.index}/{self.number}")
+            if previous is None:
+                found = ("no previous build",)
+            elif previous[0] == key:
+                found = ("its cache record is gone (pruned, or the cache is off for this stage)",)
+            elif previous[1] is None:
+                found = ("inputs changed",)
+            else:
+                found = explain.reasons(inputs, previous[1], parent=self._parent_note())
+        run.emit(events.CacheMiss(self.label, self.number, run.total_steps, self._source, found))
+
+    def _parent_note(self) -> str:
+        seen = self.run.built.get(self.key)
+        if seen is None:
+            return "parent changed"
+        number, ran = seen
+        return f"parent step {number} " + ("rebuilt" if ran else "differs from the previous build")
+
+    def _reached(self, key: str, *, ran: bool) -> None:
+        run = self.run
+        run.built[key] = (self.number, ran)
+        run.lineage.append((run.identity, f"{self.stage.index}/{self.number}", self.key, key))
+
+    def _keep_failed(self, mount: Any, lowers: list[Path], process: Any, exc: BuildError,
+                     mounts: Any = None) -> str | None:
+        """Keep a failed RUN's upper dir for ``lamina debug``; the hint to print, or None."""
+        run = self.run
+        if process is None or run.log is None or run.cancelled.is_set():
+            return None
+        try:
+            mount.unmount()
+            run.log.keep_failed(mount.upper, {
+                "lowers": [str(p) for p in lowers], "process": process, "step": self.number,
+                "stage": self.label, "text": self._source, "error": str(exc),
+                "mounts": mounts or [], "context": str(run.context.path)})  # RUN --mounts, for lamina debug
+        except (OSError, LaminaError):
+            return None
+        from lamina.store.store import default_root
+
+        root = "" if run.store.root.resolve() == default_root().resolve() else f" --root {run.store.root}"
+        return f"(to debug it: lamina{root} debug {run.log.build_id})"
 
     @contextlib.contextmanager
     def _mounted(self, lowers: list[Path]) -> Iterator[Any]:
@@ -273,9 +535,72 @@ class StageRun:
         self.run.emit(events.StepOutput(self.label, self.number, data))
 
 
-def _select(root: SourceRoot, sources: tuple[str, ...], where: str) -> list[Any]:
+def _select(root: SourceRoot, instr: ins.Copy | ins.Add, sources: tuple[str, ...], where: str) -> list[Any]:
     try:
-        return select(root, sources)
+        return select(root, sources, parents=instr.parents, excludes=instr.excludes)
+    except LaminaError as exc:
+        raise BuildError(f"{where}: {exc}") from exc
+
+
+def _check_remote(instr: ins.Copy | ins.Add, where: str) -> None:
+    """URLs and Git sources: ADD downloads URLs (see :mod:`lamina.build.remote`), COPY refuses both."""
+    from lamina.build.remote import check_flags, is_git, is_url
+
+    try:
+        if isinstance(instr, ins.Add):
+            check_flags(instr.sources, instr.checksum)
+        elif any(is_url(s) or is_git(s) for s in instr.sources):
+            raise BuildError("source can't be a URL for COPY")
+    except LaminaError as exc:
+        raise BuildError(f"{where}: {exc}") from exc
+
+
+def _git_source(source: str, where: str) -> Any:
+    """ADD's source as a :class:`~lamina.build.gitsource.GitSource`, or None when it is not one."""
+    from lamina.build.gitsource import parse
+
+    return _in_step(lambda: parse(source), where)
+
+
+def _in_step(call: Callable[[], Any], where: str) -> Any:
+    """``call()``, its lamina errors located at the step."""
+    try:
+        return call()
+    except LaminaError as exc:
+        raise BuildError(f"{where}: {exc}") from exc
+
+
+def _link_chown(spec: str, where: str) -> str:
+    from lamina.build.copy import link_chown
+
+    try:
+        return link_chown(spec)
+    except LaminaError as exc:
+        raise BuildError(f"{where}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _download_dir(store_root: Path, needed: bool) -> Iterator[Path]:
+    """A temporary directory for ADD's downloads, removed after the step (none made if not ``needed``)."""
+    if not needed:
+        yield store_root / "tmp"
+        return
+    import shutil
+    import tempfile
+
+    (store_root / "tmp").mkdir(exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="add-", dir=store_root / "tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _fetch(url: str, into: Path, expected: str | None, where: str) -> Any:
+    from lamina.build.remote import fetch
+
+    try:
+        return fetch(url, into, checksum=expected)
     except LaminaError as exc:
         raise BuildError(f"{where}: {exc}") from exc
 
@@ -290,9 +615,14 @@ def _cached_layer(run: BuildRun, record: dict[str, Any] | None) -> Layer | None:
         return None
     info = record["layer"]
     digest = Digest.parse(info["digest"])
-    if not run.store.blobs.has(digest):
+    if not run.store.blobs.has(digest) and not run.fetch_cached_blob(digest):  # --cache-from: lazily
         return None
     return Layer(Descriptor(info["media_type"], digest, int(info["size"])), Digest.parse(info["diff_id"]))
+
+
+# Each step's image ID hashes the whole config; past this many history entries only layer steps and
+# a stage's last step show one, so a Dockerfile of 10,000 ENVs is not quadratic (their IDs name no image)
+_IDS_UP_TO = 200
 
 
 def _image_id(image: Image) -> str:

@@ -7,21 +7,25 @@ the caller turns into the step's layer.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lamina.build.context import Selected, SourceRoot
-from lamina.build.copy import Inline, copy_into, mkdir_all
 from lamina.build.metadata import shell_of
 from lamina.build.rootpath import resolve_in_root
-from lamina.build.users import parse_chown, resolve_user
 from lamina.dockerfile import instructions as ins
 from lamina.errors import BuildError, LaminaError
 from lamina.oci.config import ContainerConfig
-from lamina.runtime.executor import Executor
-from lamina.runtime.spec import ProcessSpec
+
+if TYPE_CHECKING:  # copy and the runtime load only when a step runs: a cached build never does
+    from lamina.build.copy import Inline
+    from lamina.build.mountsetup import RunMounts
+    from lamina.build.remote import Remote
+    from lamina.runtime.executor import Executor
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _LONE_HEREDOC = re.compile(r"<<-?([\"']?)[^\s\"']+\1")
@@ -54,7 +58,7 @@ def plan_run(instr: ins.Run, config: ContainerConfig, args: Mapping[str, str], n
     env.setdefault("PATH", DEFAULT_PATH)
     argv, stdin = _run_argv(instr, config)
     return RunPlan(argv, tuple(f"{k}={v}" for k, v in env.items()), config.user,
-                   config.working_dir or "/", instr.network or network, stdin)
+                   config.working_dir or "/", network if instr.network in (None, "default") else instr.network, stdin)
 
 
 def _run_argv(instr: ins.Run, config: ContainerConfig) -> tuple[tuple[str, ...], bytes | None]:
@@ -80,16 +84,31 @@ def _shebang_script(body: str) -> str:
 
 
 def execute_run(root: Path, plan: RunPlan, executor: Executor, output: Callable[[bytes], None],
-                *, where: str, text: str) -> None:
-    """Run ``plan`` in a container over ``root``; a non-zero exit is a BuildError."""
+                *, where: str, text: str, mounts: RunMounts | None = None) -> None:
+    """Run ``plan`` in a container over ``root``; a non-zero exit is a BuildError.
+
+    ``mounts`` (RUN --mount) are set up around the run and leave nothing in ``root``.
+    """
+    from lamina.build.copy import mkdir_all
+    from lamina.runtime.spec import ProcessSpec
+
     uid, gid, groups = _user(root, plan.user, where)
     env = list(plan.env)
     if not any(e.startswith("HOME=") for e in env):
         env.append(f"HOME={home_of(root, uid)}")
     mkdir_all(root, plan.cwd, (0, 0))
-    process = ProcessSpec(args=plan.args, env=tuple(env), cwd=plan.cwd, uid=uid, gid=gid, additional_gids=groups)
     try:
-        code = executor.run(root, process, network=plan.network, output=output, hostname=HOSTNAME)
+        with contextlib.ExitStack() as stack:
+            prepared = stack.enter_context(mounts.prepared(root)) if mounts is not None else None
+            extra_env = prepared.env if prepared is not None else ()  # secrets: never in the plan or key
+            process = ProcessSpec(args=plan.args, env=(*env, *extra_env), cwd=plan.cwd, uid=uid, gid=gid,
+                                  additional_gids=groups)
+            redactor = prepared.redacting(output) if prepared is not None else None
+            if redactor is not None:
+                stack.callback(redactor.flush)
+            code = executor.run(root, process, network=plan.network, hostname=HOSTNAME,
+                                output=redactor.feed if redactor is not None else output,
+                                mounts=prepared.mounts if prepared is not None else ())
     except LaminaError as exc:
         raise BuildError(f"{where}: RUN {text}: {exc}") from exc
     if code != 0:
@@ -97,6 +116,8 @@ def execute_run(root: Path, plan: RunPlan, executor: Executor, output: Callable[
 
 
 def _user(root: Path, spec: str, where: str) -> tuple[int, int, tuple[int, ...]]:
+    from lamina.build.users import resolve_user  # only when a step runs
+
     try:
         return resolve_user(root, spec)
     except LaminaError as exc:
@@ -118,21 +139,27 @@ def home_of(root: Path, uid: int) -> str:
 
 def execute_workdir(root: Path, path: str, user: str, where: str) -> None:
     """WORKDIR creates its directory, owned by the current USER (as BuildKit does)."""
+    from lamina.build.copy import mkdir_all
+
     uid, gid, _ = _user(root, user, where) if user else (0, 0, ())
     mkdir_all(root, path, (uid, gid))
 
 
-def execute_copy(root: Path, instr: ins.Copy | ins.Add, selected: list[Selected], src: SourceRoot | None,
+def execute_copy(root: Path, instr: ins.Copy | ins.Add, selected: Sequence[Selected | Remote], src: SourceRoot | None,
                  *, workdir: str, where: str) -> None:
-    """COPY/ADD the selected sources (and heredocs) into ``root``."""
+    """COPY/ADD the selected sources (and ADD's fetched URLs, then heredocs) into ``root``, in order."""
+    from lamina.build.copy import Inline, copy_into
+    from lamina.build.users import parse_chown
+
     try:
         chown = parse_chown(root, instr.chown) if instr.chown else None
         chmod = _chmod(instr.chmod) if instr.chmod else None
-        sources: list[Selected | Inline] = list(selected)
+        sources: list[Selected | Inline | Remote] = list(selected)
         for doc in instr.heredocs:
             sources.append(Inline(doc.name, doc.content.encode()))
         copy_into(root, sources, instr.dest, src_root=src, workdir=workdir or "/", chown=chown,
-                  chmod=chmod, is_add=isinstance(instr, ins.Add))
+                  chmod=chmod, is_add=isinstance(instr, ins.Add),
+                  unpack=instr.unpack if isinstance(instr, ins.Add) else None)
     except LaminaError as exc:
         raise BuildError(f"{where}: {exc}") from exc
 

@@ -136,11 +136,15 @@ def parse_chown(root: Path, spec: str) -> tuple[int, int]:
     """Resolve a ``COPY/ADD --chown`` spec against the destination image at ``root``.
 
     ``uid`` alone means ``uid:uid``; ``name`` alone takes the passwd entry's
-    group; names missing from the image are a :class:`BuildError`.
+    group; names missing from the image are a :class:`BuildError`. An empty
+    side of the colon is id 0, as in BuildKit (``:77`` is 0:77, ``88:`` is 88:0).
     """
-    user, group = _split(spec)
-    uid = _number(user)
+    user, sep, group_text = spec.partition(":")
+    group = group_text if sep else None
+    uid = _number(user) if user else 0
     gid = uid
+    if group == "":
+        group = "0"
     if uid is None:
         entry = next((e for e in read_passwd(root) if e.name == user), None)
         if entry is None:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lamina.cli.main import store_of
+from lamina.errors import LaminaError
+
+if TYPE_CHECKING:
+    from lamina.transport.cacheio import CacheSpec
 
 
 def _pairs(values: tuple[str, ...], *, from_env: bool = False) -> dict[str, str]:
@@ -25,6 +30,22 @@ def _pairs(values: tuple[str, ...], *, from_env: bool = False) -> dict[str, str]
     return out
 
 
+def _cache_specs(values: tuple[str, ...], *, export: bool) -> tuple[CacheSpec, ...]:
+    if not values:
+        return ()  # the cache module is not imported for a plain build
+    from lamina.transport.cacheio import parse_cache_spec
+
+    return tuple(parse_cache_spec(v, export=export) for v in values)
+
+
+def _secrets(values: tuple[str, ...]) -> dict[str, Any]:
+    if not values:
+        return {}
+    from lamina.build.mounts import parse_secret_flag
+
+    return dict(parse_secret_flag(v) for v in values)
+
+
 @click.command("build")
 @click.argument("context", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-t", "--tag", "tags", multiple=True, help="Name and optionally a tag (name:tag).")
@@ -32,8 +53,13 @@ def _pairs(values: tuple[str, ...], *, from_env: bool = False) -> dict[str, str]
 @click.option("--build-arg", "build_args", multiple=True, help="Set a build-time variable.")
 @click.option("--target", help="Set the target build stage.")
 @click.option("--no-cache", is_flag=True, help="Do not use cache when building the image.")
+@click.option("--no-cache-filter", "no_cache_filter", multiple=True,
+              help="Do not use cache for the named stage (repeatable; also STAGE1,STAGE2).")
 @click.option("--pull", is_flag=True, help="Always attempt to pull a newer version of the base image.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
+@click.option("--progress", default="auto", envvar="LAMINA_PROGRESS", show_default=True,
+              type=click.Choice(["auto", "tty", "plain", "json", "quiet"]),
+              help="Output: live view on a terminal (tty), lines (plain), one JSON object per event (json).")
 @click.option("--iidfile", type=click.Path(path_type=Path), help="Write the image ID to the file.")
 @click.option("--label", "labels", multiple=True, help="Set metadata for an image.")
 @click.option("--network", default="host", type=click.Choice(["host", "none", "default"]),
@@ -43,11 +69,23 @@ def _pairs(values: tuple[str, ...], *, from_env: bool = False) -> dict[str, str]
 @click.option("--snapshotter", default="auto", type=click.Choice(["auto", "overlayfs", "native"]))
 @click.option("--runtime", default="runc", help="OCI runtime binary (runc, crun).")
 @click.option("--oci", is_flag=True, help="Write OCI media types instead of Docker's.")
+@click.option("--secret", "secrets", multiple=True,
+              help="Secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR (repeatable).")
+@click.option("--cache-from", "cache_from", multiple=True,
+              help="Import build cache: type=registry,ref=NAME or type=local,src=DIR (repeatable).")
+@click.option("--cache-to", "cache_to", multiple=True,
+              help="Export build cache: type=registry,ref=NAME or type=local,dest=DIR [,mode=min|max].")
+@click.option("--explain", is_flag=True, help="Say why each step missed the cache (one line per miss).")
+@click.option("--debug", "debug_shell", is_flag=True,
+              help="When a RUN fails and stdin is a terminal, open a shell in its container.")
 @click.pass_context
 def build(ctx: click.Context, context: Path, tags: tuple[str, ...], dockerfile: str | None,
-          build_args: tuple[str, ...], target: str | None, no_cache: bool, pull: bool, quiet: bool,
+          build_args: tuple[str, ...], target: str | None, no_cache: bool, no_cache_filter: tuple[str, ...],
+          pull: bool, quiet: bool,
           iidfile: Path | None, labels: tuple[str, ...], network: str, platform: str | None,
-          timestamp: int | None, snapshotter: str, runtime: str, oci: bool) -> None:
+          timestamp: int | None, snapshotter: str, runtime: str, oci: bool, cache_from: tuple[str, ...],
+          cache_to: tuple[str, ...], secrets: tuple[str, ...], explain: bool = False,
+          debug_shell: bool = False, progress: str = "auto") -> None:
     """Build an image from a Dockerfile."""
     from lamina import api
     from lamina.build.options import BuildOptions
@@ -61,13 +99,26 @@ def build(ctx: click.Context, context: Path, tags: tuple[str, ...], dockerfile: 
         path = context / path
     options = BuildOptions(
         context=context, dockerfile=path, dockerfile_text=text, tags=tags,
-        build_args=_pairs(build_args, from_env=True), target=target, no_cache=no_cache, pull=pull,
+        build_args=_pairs(build_args, from_env=True), target=target, no_cache=no_cache,
+        no_cache_filter=tuple(n.strip().lower() for item in no_cache_filter for n in item.split(",") if n.strip()),
+        pull=pull,
         labels=_pairs(labels), network="host" if network == "default" else network, platform=platform,
-        timestamp=timestamp, oci=oci,
+        timestamp=timestamp, oci=oci, cache_from=_cache_specs(cache_from, export=False),
+        cache_to=_cache_specs(cache_to, export=True), secrets=_secrets(secrets),
     )
     store = store_of(ctx)
-    stored = api.build(store, options, listener=ClassicRenderer(quiet=quiet), snapshotter=snapshotter,
-                       runtime=runtime)
+    try:
+        from lamina.cli.progress import build_progress  # --progress: a live view, lines or JSON
+
+        quiet = quiet or progress == "quiet"
+        with build_progress(progress, ClassicRenderer(quiet=quiet, explain=explain)) as listener:
+            stored = api.build(store, options, listener=listener, snapshotter=snapshotter, runtime=runtime)
+    except LaminaError as exc:
+        from lamina.cli.debug_cmds import debug_after_failure
+
+        if not (debug_shell and sys.stdin.isatty()) or not debug_after_failure(store, exc, snapshotter, runtime):
+            raise
+        ctx.exit(1)
     if quiet:
         click.echo(str(stored.id))
     if iidfile:

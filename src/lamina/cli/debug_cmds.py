@@ -64,7 +64,8 @@ def debug(ctx: click.Context, build: str | None, command: str | None, snapshotte
     """Open a shell in the container of a failed RUN step (default: the newest one kept).
 
     The shell sees the step's filesystem as the RUN left it, with its env,
-    workdir, user and network; what you change there is discarded.
+    workdir, user, network and --mount caches, tmpfs and context binds
+    (read-only); what you change there is discarded (except in caches).
     """
     ctx.exit(run_debug(store_of(ctx), build, command, snapshotter=snapshotter, runtime=runtime))
 
@@ -77,7 +78,8 @@ def run_debug(store: Any, build: str | None, command: str | None = None, *, snap
     tty = command is None and sys.stdin.isatty() and sys.stdout.isatty()
     stdin = sys.stdin.buffer if command is None else None
     return api.debug(store, build, command, stdin=None if tty else stdin, output=None if tty else _write,
-                     tty=tty, snapshotter=snapshotter, runtime=runtime)
+                     tty=tty, snapshotter=snapshotter, runtime=runtime,
+                     warn=lambda text: click.echo(f"Note: RUN --mount {text}", err=True))
 
 
 def debug_after_failure(store: Any, error: Exception, snapshotter: str, runtime: str) -> bool:

@@ -3,60 +3,75 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from lamina.cli.format import ago, human_size, table
+from lamina.cli.format import ago, go_json, header, human_size, render, split_table, table
 from lamina.cli.main import store_of
-from lamina.errors import StoreError
+from lamina.errors import ImageNotFound, LaminaError, StoreError
 
 
 def _image_size(store: Any, stored: Any) -> int:
-    total = 0
-    for layer in stored.image.layers:
-        size = store.db.diff_size(str(layer.digest))
-        total += size if size is not None else layer.size
-    return total
+    """docker's image size: its layers' uncompressed sizes (see Store.layer_size)."""
+    return sum(store.layer_size(layer) for layer in stored.image.layers)
+
+
+IMAGE_TITLES = {"Containers": "CONTAINERS", "CreatedAt": "CREATED AT", "CreatedSince": "CREATED",
+                "Digest": "DIGEST", "ID": "IMAGE ID", "Repository": "REPOSITORY", "SharedSize": "SHARED SIZE",
+                "Size": "SIZE", "Tag": "TAG", "UniqueSize": "UNIQUE SIZE", "VirtualSize": "VIRTUAL SIZE"}
 
 
 @click.command("images")
 @click.argument("repository", required=False)
+@click.option("-a", "--all", "all_", is_flag=True,
+              help="Show all images (lamina keeps no intermediate images, so the same list).")
 @click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
 @click.option("--digests", is_flag=True, help="Show digests.")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="dangling=true|false, reference=PATTERN, label=KEY[=VALUE], before=IMAGE, since=IMAGE.")
+@click.option("--format", "fmt", help="table, json, or a Go template: 'table {{.Repository}}:{{.Tag}}\\t{{.ID}}'.")
 @click.pass_context
-def images(ctx: click.Context, repository: str | None, quiet: bool, no_trunc: bool, digests: bool) -> None:
-    """List images."""
-    from lamina.oci.digest import Digest
-    from lamina.oci.reference import Reference
+def images(ctx: click.Context, repository: str | None, all_: bool, quiet: bool, no_trunc: bool, digests: bool,
+           filters: tuple[str, ...], fmt: str | None) -> None:
+    """List images (REPOSITORY[:TAG] filters like --filter reference=)."""
+    from lamina.cli.imagelist import image_rows, parse_filters
 
     store = store_of(ctx)
-    tagged: dict[str, list[Reference]] = {}
-    for name, manifest in store.db.tags():
-        tagged.setdefault(manifest, []).append(Reference.parse(name))
-    header = ["REPOSITORY", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "CREATED", "SIZE"]
-    rows, seen = [header], set()
-    for manifest, _config, _mt, _created in sorted(store.db.images(), key=lambda r: -r[3]):
-        stored = store.get(Digest.parse(manifest))
-        refs: list[Reference | None] = list(tagged.get(manifest, [])) or [None]
-        for ref in refs:
-            if repository and (ref is None or repository not in (ref.familiar_repository, ref.repository)):
-                continue
-            image_id = str(stored.id) if no_trunc else stored.id.short
-            if quiet:
-                if image_id not in seen:
-                    click.echo(image_id)
-                    seen.add(image_id)
-                continue
-            repo, tag = (ref.familiar_repository, ref.tag or "<none>") if ref else ("<none>", "<none>")
-            row = [repo, tag, *([str(stored.manifest_digest)] if digests else []), image_id,
-                   ago(stored.image.config.created), human_size(_image_size(store, stored))]
-            rows.append(row)
-    if not quiet:
-        click.echo(table(rows))
+    chosen = parse_filters(filters + ((f"reference={repository}",) if repository else ()))
+    rows = image_rows(store, chosen, no_trunc=no_trunc)
+    if quiet:
+        for image_id in dict.fromkeys(row["ID"] for row in rows):
+            click.echo(image_id)
+        return
+    if fmt and fmt not in ("table", "json"):
+        _print_template(fmt, rows, IMAGE_TITLES)
+        return
+    if fmt == "json":
+        for row in rows:
+            click.echo(go_json(row))
+        return
+    columns = ["REPOSITORY", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "CREATED", "SIZE"]
+    table_rows = [columns] + [[row["Repository"], row["Tag"], *([row["Digest"]] if digests else []), row["ID"],
+                              row["CreatedSince"], row["Size"]] for row in rows]
+    click.echo(table(table_rows))
+
+
+def _print_template(fmt: str, rows: list[dict[str, Any]], titles: dict[str, str]) -> None:
+    """Rows through a --format template; ``table …`` aligns the cells under a header, as docker does."""
+    is_table, template = split_table(fmt)
+    lines = [render(template, row) for row in rows]
+    if not is_table:
+        for line in lines:
+            click.echo(line)
+        return
+    cells = [line.split("\t") for line in [header(template, titles), *lines]]
+    width = max(len(c) for c in cells)
+    click.echo(table([c + [""] * (width - len(c)) for c in cells]))
 
 
 @click.command("tag")
@@ -75,31 +90,50 @@ def tag(ctx: click.Context, source: str, target: str) -> None:
 @click.option("-f", "--force", is_flag=True, help="Remove the image even if it has several tags.")
 @click.pass_context
 def rmi(ctx: click.Context, names: tuple[str, ...], force: bool) -> None:
-    """Remove one or more images."""
+    """Remove one or more images.
+
+    A tag is removed; the image goes with its last tag. By ID, an image with
+    several tags loses them all only with -f (docker's rule). A name that
+    fails is reported and the others are still removed; the exit code is 1.
+    """
     store = store_of(ctx)
+    failed = False
     for name in names:
-        stored = store.resolve(name)
-        tags = store.tags_of(stored.manifest_digest)
-        named = [ref for ref in tags if name in (str(ref), ref.familiar, ref.familiar_repository)]
-        if not named:  # removing by ID drops every tag, which docker makes you force
-            if len(tags) > 1 and not force:
-                raise StoreError(f"conflict: unable to delete {name} (must be forced) - "
-                                 "image is referenced in multiple repositories")
-            named = tags
-        for ref in named:
-            store.untag(ref)
-            click.echo(f"Untagged: {ref.familiar}")
-        if not store.tags_of(stored.manifest_digest):
-            store.db.remove_image(str(stored.manifest_digest))
-            click.echo(f"Deleted: {stored.id}")
+        try:
+            _remove(store, name, force)
+        except LaminaError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            failed = True
+    if failed:
+        ctx.exit(1)
+
+
+def _remove(store: Any, name: str, force: bool) -> None:
+    stored = store.resolve(name)
+    tags = store.tags_of(stored.manifest_digest)
+    named = [ref for ref in tags if name in (str(ref), ref.familiar, ref.familiar_repository)]
+    if not named:  # removing by ID drops every tag, which docker makes you force
+        if len(tags) > 1 and not force:
+            raise StoreError(f"conflict: unable to delete {stored.id.short} (must be forced) - "
+                             "image is referenced in multiple repositories")
+        named = tags
+    for ref in named:
+        store.untag(ref)
+        click.echo(f"Untagged: {ref.familiar}")
+    if not store.tags_of(stored.manifest_digest):
+        store.db.remove_image(str(stored.manifest_digest))
+        click.echo(f"Deleted: {stored.id}")
 
 
 def inspect_json(store: Any, stored: Any) -> dict[str, Any]:
+    from lamina.oci.reference import Reference
+
     cfg = stored.image.config
     return {
         "Id": str(stored.id),
         "RepoTags": [r.familiar for r in store.tags_of(stored.manifest_digest)],
-        "RepoDigests": [],
+        "RepoDigests": [f"{Reference.parse(repo).familiar_repository}@{digest}"
+                        for repo, digest in store.db.repo_digests(str(stored.id))],
         "Parent": "",
         "Comment": cfg.history[-1].comment if cfg.history else "",
         "Created": cfg.created or "",
@@ -118,21 +152,32 @@ def inspect_json(store: Any, stored: Any) -> dict[str, Any]:
 
 @click.command("inspect")
 @click.argument("names", nargs=-1, required=True)
-@click.option("-f", "--format", "fmt", help="Print only this top-level field (e.g. {{.Id}} or Id).")
+@click.option("-f", "--format", "fmt",
+              help="A Go template per image, e.g. '{{.Id}}', '{{.Config.Env}}', '{{json .RootFS}}' (or a bare field: Id).")
 @click.pass_context
 def inspect(ctx: click.Context, names: tuple[str, ...], fmt: str | None) -> None:
-    """Show low-level information on images (docker-compatible JSON)."""
+    """Show low-level information on images (docker-compatible JSON).
+
+    As docker does, the images found are shown even when some name is not;
+    the first missing one is then the error.
+    """
     store = store_of(ctx)
-    docs = [inspect_json(store, store.resolve(n)) for n in names]
+    docs, missing = [], []
+    for name in names:
+        found = store.lookup(name)
+        if found is None:
+            missing.append(name)
+        else:
+            docs.append(inspect_json(store, found))
     if fmt:
-        field = fmt.strip("{} ").lstrip(".")
+        if "{{" not in fmt and re.fullmatch(r"\.?[A-Za-z]\w*(\.\w+)*", fmt):
+            fmt = "{{." + fmt.lstrip(".") + "}}"  # lamina's older shorthand
         for doc in docs:
-            value: Any = doc
-            for part in field.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
-            click.echo(value if isinstance(value, str) else json.dumps(value))
-        return
-    click.echo(json.dumps(docs, indent=4))
+            click.echo(render(split_table(fmt)[1], doc))
+    else:
+        click.echo(json.dumps(docs, indent=4))
+    if missing:
+        raise ImageNotFound(f"no such image: {missing[0]}")
 
 
 @click.command("history")
@@ -140,11 +185,17 @@ def inspect(ctx: click.Context, names: tuple[str, ...], fmt: str | None) -> None
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
 @click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
 @click.option("-H", "--human/--no-human", default=True, help="Print sizes and dates in human readable format.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--format", "fmt", default="table",
+              help="table, json, or a template: '{{.ID}} {{.CreatedBy}} {{.Duration}} {{.Cached}}' "
+                   "('table {{...}}' adds a header).")
 @click.pass_context
 def history(ctx: click.Context, name: str, no_trunc: bool, quiet: bool, human: bool, fmt: str) -> None:
-    """Show the history of an image: one row per instruction, newest first."""
-    from lamina.history import image_history
+    """Show the history of an image: one row per instruction, newest first.
+
+    DURATION is how long the step ran when it last really ran; CACHED says
+    whether the last build of this image took it from the cache.
+    """
+    from lamina.history import HEADERS, image_history, template_fields
 
     store = store_of(ctx)
     stored = store.resolve(name)
@@ -156,14 +207,15 @@ def history(ctx: click.Context, name: str, no_trunc: bool, quiet: bool, human: b
         for r in rows:
             click.echo(r.image if no_trunc else r.short_image)
         return
-    out = [["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]]
-    for r in rows:
-        created_by = r.created_by.replace("\n", " ")
-        if not no_trunc and len(created_by) > 45:
-            created_by = created_by[:44] + "…"
-        size = human_size(r.size) if human else str(r.size)
-        out.append([r.image if no_trunc else r.short_image, ago(r.created) if human else (r.created or ""),
-                    created_by, size, r.comment])
+    fields = [template_fields(r, human=human, no_trunc=no_trunc, since=ago, size=human_size) for r in rows]
+    if fmt not in ("table", "") and "{{" in fmt:
+        _print_template(fmt, fields, HEADERS)
+        return
+    if fmt not in ("table", ""):
+        raise click.BadParameter(f"expected table, json or a template, got {fmt!r}", param_hint="--format")
+    out = [["IMAGE", "CREATED" if human else "CREATED AT", "CREATED BY", "SIZE", "DURATION", "CACHED", "COMMENT"]]
+    for f in fields:
+        out.append([f["ID"], f["CreatedSince"], f["CreatedBy"], f["Size"], f["Duration"], f["Cached"], f["Comment"]])
     click.echo(table(out))
 
 

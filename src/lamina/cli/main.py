@@ -2,11 +2,14 @@
 
 Every command is short: parse flags, call the API, print. A
 :class:`~lamina.errors.LaminaError` becomes one line on stderr and exit 1;
-Ctrl-C exits 130. Heavy modules are imported inside the commands.
+Ctrl-C exits 130. Heavy modules are imported inside the commands, and a
+command's module is imported only when that command runs (or help lists
+them), so ``lamina build`` does not pay for ``push`` or ``save``.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -16,8 +19,40 @@ import click
 
 from lamina.errors import LaminaError
 
+# command name → the lamina.cli module that defines it (in its COMMANDS list)
+COMMAND_MODULES = {
+    "build": "build_cmd",
+    "images": "image_cmds", "tag": "image_cmds", "rmi": "image_cmds", "inspect": "image_cmds",
+    "history": "image_cmds", "save": "image_cmds", "load": "image_cmds", "import": "image_cmds",
+    "pull": "registry_cmds", "push": "registry_cmds", "login": "registry_cmds", "logout": "registry_cmds",
+    "run": "run_cmd",
+    "logs": "debug_cmds", "debug": "debug_cmds",
+    "layers": "layers_cmd",
+    "prune": "system_cmds", "builder": "system_cmds", "system": "system_cmds",
+}
+
 
 class _Group(click.Group):
+    """Resolves subcommands on demand from :data:`COMMAND_MODULES`."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            self._load(COMMAND_MODULES[cmd_name])
+        if cmd_name not in self.commands:  # a command missing from the table: look everywhere
+            for module in dict.fromkeys(COMMAND_MODULES.values()):
+                self._load(module)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        for module in dict.fromkeys(COMMAND_MODULES.values()):
+            self._load(module)
+        return super().list_commands(ctx)
+
+    def _load(self, module: str) -> None:
+        for command in importlib.import_module(f"lamina.cli.{module}").COMMANDS:
+            if command.name not in self.commands:
+                self.add_command(command)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -49,18 +84,17 @@ def store_of(ctx: click.Context) -> Any:
     obj = ctx.find_root().obj
     if "store" not in obj:
         obj["store"] = open_store(obj["root"])
+        _hold_lease(ctx, obj["store"])
     return obj["store"]
 
 
-def _register() -> None:
-    from lamina.cli import build_cmd, image_cmds, registry_cmds, run_cmd
+def _hold_lease(ctx: click.Context, store: Any) -> None:
+    """The command holds a lease until it ends, so a prune never sweeps what it uses."""
+    from lamina.store.lease import Lease
 
-    for module in (build_cmd, image_cmds, registry_cmds, run_cmd):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
+    lease = Lease(store.root, ctx.info_name or "lamina")
+    lease.__enter__()
+    ctx.find_root().call_on_close(lambda: lease.__exit__(None, None, None))
 
 
 def main() -> None:

@@ -3,49 +3,132 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
 from lamina.cli.main import store_of
+from lamina.errors import LaminaError
+
+TLS_VERIFY_HELP = ("Require HTTPS and verify certificates (default true); false: HTTPS without checks, "
+                   "else plain HTTP, like docker's insecure-registries.")
+
+
+def _tls_verify(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--tls-verify", type=click.BOOL, default=True, metavar="BOOL", help=TLS_VERIFY_HELP)(function)
+
+
+class _Downloads:
+    """Passes progress events on, noting whether any blob was transferred and what the name resolved to."""
+
+    def __init__(self, progress: Callable[[Any], None] | None) -> None:
+        self._progress = progress
+        self.any = False
+        self.resolved: Any = None  # the digest the registry gave for the name (an index's, for several platforms)
+
+    def __call__(self, event: Any) -> None:
+        if getattr(event, "status", None) in ("transferring", "complete"):
+            self.any = True
+        if self.resolved is None and hasattr(event, "media_type"):
+            self.resolved = event.digest
+        if self._progress is not None:
+            self._progress(event)
 
 
 @click.command("pull")
 @click.argument("name")
+@click.option("-a", "--all-tags", is_flag=True, help="Download all tagged images in the repository.")
 @click.option("--platform", help="os/arch[/variant] to pull from a multi-platform image.")
-@click.option("-q", "--quiet", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True, help="Suppress verbose output (print the reference only).")
+@_tls_verify
 @click.pass_context
-def pull(ctx: click.Context, name: str, platform: str | None, quiet: bool) -> None:
-    """Download an image from a registry."""
-    from lamina import api
+def pull(ctx: click.Context, name: str, all_tags: bool, platform: str | None, quiet: bool, tls_verify: bool) -> None:
+    """Download an image from a registry.
+
+    Ends with docker's status: "Image is up to date for NAME" when nothing was
+    downloaded and the tag already named that image, else "Downloaded newer image".
+    """
     from lamina.oci.reference import Reference
 
     ref = Reference.parse(name)
+    store = store_of(ctx)
+    if not all_tags:
+        fresh = _pull_one(store, ref, platform, quiet, tls_verify)
+        if quiet:
+            click.echo(str(ref))
+        else:
+            click.echo(f"Status: {'Downloaded newer image' if fresh else 'Image is up to date'} for {ref.familiar}")
+            click.echo(str(ref))
+        return
+    if ref.digest is not None or name.rpartition("/")[2].count(":"):
+        raise click.UsageError("tag can't be used with --all-tags/-a")
+    from lamina import api
+
+    tags = api.list_tags(ref.repository, tls_verify=tls_verify)
+    if not tags:
+        raise LaminaError(f"no tags in {ref.familiar_repository}")
+    fresh = False
+    for tag in tags:
+        fresh |= _pull_one(store, ref.with_tag(tag), platform, quiet, tls_verify)
+    if not quiet:
+        click.echo(f"Status: {'Downloaded newer image' if fresh else 'Image is up to date'} "
+                   f"for {ref.familiar_repository}")
+    click.echo(ref.repository)
+
+
+def _pull_one(store: Any, ref: Any, platform: str | None, quiet: bool, tls_verify: bool) -> bool:
+    """Pull one reference; whether anything changed (a blob downloaded, or the tag moved)."""
+    from lamina import api
+    from lamina.cli.progress import transfer_progress  # a bar per layer on a terminal, else status lines
+
+    before = store.db.tag(str(ref)) if ref.digest is None else None
     if not quiet:
         click.echo(f"{ref.tag or ref.digest}: Pulling from {ref.familiar_repository}")
-    stored = api.pull(store_of(ctx), name, platform=platform)
-    if quiet:
-        click.echo(str(ref))
-        return
-    click.echo(f"Digest: {stored.manifest_digest}")
-    click.echo(f"Status: Downloaded newer image for {ref.familiar}")
-    click.echo(str(ref))
+    with transfer_progress("pull", quiet=quiet) as progress:
+        watch = _Downloads(progress)
+        stored = api.pull(store, str(ref), platform=platform, progress=watch, tls_verify=tls_verify)
+    if not quiet:
+        click.echo(f"Digest: {watch.resolved or stored.manifest_digest}")
+    return watch.any or (ref.digest is None and before != str(stored.manifest_digest))
 
 
 @click.command("push")
 @click.argument("name")
 @click.argument("destination", required=False)
-@click.option("-q", "--quiet", is_flag=True)
+@click.option("-a", "--all-tags", is_flag=True, help="Push all local tags of the repository NAME.")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress verbose output (print the reference only).")
+@_tls_verify
 @click.pass_context
-def push(ctx: click.Context, name: str, destination: str | None, quiet: bool) -> None:
-    """Upload an image to a registry."""
-    from lamina import api
+def push(ctx: click.Context, name: str, destination: str | None, all_tags: bool, quiet: bool,
+         tls_verify: bool) -> None:
+    """Upload an image to a registry (to DESTINATION when given, else to NAME)."""
     from lamina.oci.reference import Reference
 
+    store = store_of(ctx)
     ref = Reference.parse(destination or name)
+    if all_tags:
+        if destination is not None or ref.digest is not None or name.rpartition("/")[2].count(":"):
+            raise click.UsageError("tag can't be used with --all-tags/-a")
+        names = [r for r in (Reference.parse(n) for n, _ in store.db.tags()) if r.repository == ref.repository]
+        if not names:
+            raise LaminaError(f"An image does not exist locally with the tag: {ref.familiar_repository}")
+    else:
+        names = [ref]
     if not quiet:
         click.echo(f"The push refers to repository [{ref.repository}]")
-    result = api.push(store_of(ctx), name, destination)
-    click.echo(f"{ref.tag or 'latest'}: digest: {result.digest} size: {result.size}")
+    from lamina import api
+    from lamina.cli.progress import transfer_progress  # a bar per layer on a terminal, else status lines
+
+    for target in names:
+        with transfer_progress("push", quiet=quiet) as progress:
+            source = name if not all_tags else str(target)
+            result = api.push(store, source, None if all_tags else destination, progress=progress,
+                              tls_verify=tls_verify)
+        if quiet:
+            click.echo(str(target))
+        else:
+            click.echo(f"{target.tag or 'latest'}: digest: {result.digest} size: {result.size}")
 
 
 @click.command("login")
@@ -53,9 +136,10 @@ def push(ctx: click.Context, name: str, destination: str | None, quiet: bool) ->
 @click.option("-u", "--username")
 @click.option("-p", "--password", help="Password (prefer --password-stdin).")
 @click.option("--password-stdin", is_flag=True, help="Take the password from stdin.")
-def login(server: str, username: str | None, password: str | None, password_stdin: bool) -> None:
-    """Log in to a registry (credentials go to ~/.docker/config.json, like docker)."""
-    from lamina.transport.credentials import CredentialStore
+@_tls_verify
+def login(server: str, username: str | None, password: str | None, password_stdin: bool, tls_verify: bool) -> None:
+    """Log in to a registry: the registry checks the credentials, which then go to ~/.docker/config.json."""
+    from lamina import api
 
     if password_stdin:
         password = sys.stdin.read().rstrip("\r\n")
@@ -63,7 +147,7 @@ def login(server: str, username: str | None, password: str | None, password_stdi
         username = click.prompt("Username")
     if password is None:
         password = click.prompt("Password", hide_input=True)
-    CredentialStore().login(server, username, password)
+    api.login(server, username, password, tls_verify=tls_verify)
     click.echo("Login Succeeded")
 
 

@@ -13,13 +13,15 @@ from lamina.build import events
 
 
 class ClassicRenderer:
-    def __init__(self, out: TextIO | None = None, *, quiet: bool = False) -> None:
+    def __init__(self, out: TextIO | None = None, *, quiet: bool = False, explain: bool = False) -> None:
         self.out = out or sys.stdout
         self.quiet = quiet
+        self.explain = explain  # --explain: a full line per cache miss (to stderr with -q)
         self._line_open = False
 
     def __call__(self, event: events.Event) -> None:
-        if self.quiet and not isinstance(event, events.Warning_):
+        if self.quiet and not isinstance(event, events.Warning_) and not (
+                self.explain and isinstance(event, events.CacheMiss)):
             return
         match event:
             case events.StepStarted():
@@ -34,7 +36,18 @@ class ClassicRenderer:
                 self.out.flush()
             case events.StepDone():
                 self._end_output()
-                self._print(f" ---> {event.image_id}")
+                if event.image_id:  # none for a metadata step deep in a huge Dockerfile (see stagerun)
+                    self._print(f" ---> {event.image_id}")
+            case events.CacheMiss():
+                from lamina.build.explain import miss_line, summary
+
+                self._end_output()
+                if not self.explain:
+                    self._print(f" ---> Cache miss: {summary(event.reasons)}")
+                elif self.quiet:
+                    print(miss_line(event.number, event.total, event.text, event.reasons), file=sys.stderr)
+                else:
+                    self._print(miss_line(event.number, event.total, event.text, event.reasons))
             case events.Warning_():
                 self._end_output()
                 print(f"[Warning] {event.message}", file=sys.stderr)

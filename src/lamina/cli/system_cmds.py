@@ -50,12 +50,16 @@ def _print_result(result: Any) -> None:
         for image_id in result.images:
             click.echo(f"deleted: {image_id}")
         click.echo()
-    if result.records or result.sweep.cache_mounts:
+    if result.records or result.sweep.cache_mounts or result.logs or result.sweep.debug:
         click.echo("Deleted build cache objects:")
         for key in result.records:
             click.echo(key.removeprefix("sha256:")[:25])
         for name in result.sweep.cache_mounts:
             click.echo(name)
+        for name in result.logs:
+            click.echo(f"logs/{name}")
+        for name in result.sweep.debug:
+            click.echo(f"debug/{name}")
         click.echo()
     click.echo(f"Total reclaimed space: {human_size(result.reclaimed)}")
     if not result.sweep.ran:

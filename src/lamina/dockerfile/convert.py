@@ -39,7 +39,8 @@ __all__ = ["to_instruction"]
 
 _B, _S, _SS = FlagKind.BOOL, FlagKind.STRING, FlagKind.STRINGS
 _COPY_FLAGS = {"from": _S, "chown": _S, "chmod": _S, "link": _B, "parents": _B, "exclude": _SS}
-_ADD_FLAGS = {"chown": _S, "chmod": _S, "link": _B, "exclude": _SS, "checksum": _S, "keep-git-dir": _B}
+_ADD_FLAGS = {"chown": _S, "chmod": _S, "link": _B, "exclude": _SS, "checksum": _S, "keep-git-dir": _B,
+              "unpack": _B}
 _HEALTH_FLAGS = {n: _S for n in ("interval", "timeout", "start-period", "start-interval", "retries")}
 _STAGE_NAME = re.compile(r"[a-z][a-z0-9\-_.]*")
 _MIN_INTERVAL = 1_000_000  # 1ms, Docker's container.MinimumDuration
@@ -209,6 +210,7 @@ def _add(node: Node) -> Add:
         heredocs=heredocs,
         checksum=flags.string("checksum"),
         keep_git_dir=flags.boolean("keep-git-dir"),
+        unpack=None if flags.string("unpack") is None else flags.boolean("unpack"),
         line=node.start_line,
         original=node.original,
     )

@@ -1,8 +1,8 @@
 """Expand an instruction's words where, and only where, Docker expands them.
 
 Expanded: ADD, COPY (sources, destination, ``--from``, ``--chown``,
-``--chmod``, ``--exclude``, and heredoc bodies unless the delimiter was
-quoted), ENV and LABEL (keys and values), ARG defaults, EXPOSE (which may
+``--chmod``, ``--exclude``, ADD's ``--checksum``, and heredoc bodies unless
+the delimiter was quoted), ENV and LABEL (keys and values), ARG defaults, EXPOSE (which may
 split one word into several ports), FROM (image and ``--platform``),
 STOPSIGNAL, USER, VOLUME and WORKDIR. Not expanded: RUN, CMD, ENTRYPOINT,
 SHELL and HEALTHCHECK (their shell sees the variables at run time; RUN
@@ -94,6 +94,8 @@ def expand_tracking(
 
 
 def _copy_like(instr: Copy | Add, words: _Words) -> Copy | Add:
+    if isinstance(instr, Add) and instr.checksum is not None:  # BuildKit expands ADD --checksum too
+        instr = dataclasses.replace(instr, checksum=words.one(instr.checksum))
     return dataclasses.replace(
         instr,
         sources=tuple(words.one(s) for s in instr.sources),

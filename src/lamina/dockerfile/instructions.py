@@ -125,7 +125,7 @@ class Copy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Add:
-    """``ADD``: COPY's fields plus ``checksum`` and ``keep_git_dir``.
+    """``ADD``: COPY's fields plus ``checksum``, ``keep_git_dir`` and ``unpack``.
 
     ``from_`` and ``parents`` are always unset: ADD accepts neither flag; they
     exist so code handling COPY and ADD alike can read the same fields.
@@ -142,6 +142,8 @@ class Add:
     heredocs: tuple[Heredoc, ...] = ()
     checksum: str | None = None
     keep_git_dir: bool = False
+    unpack: bool | None = None
+    """``--unpack``: None (the default) extracts local tar archives and never remote ones."""
     line: int = 0
     original: str = ""
 

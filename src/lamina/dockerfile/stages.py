@@ -44,18 +44,12 @@ def parse_dockerfile(text: str | bytes, file: str = "Dockerfile") -> Dockerfile:
     global_args: list[Arg] = []
     stages: list[Stage] = []
     current: tuple[From, list[Instruction]] | None = None
-    seen: dict[str, int] = {}
     for node in parsed.nodes:
         instr = to_instruction(node, file)
         if isinstance(instr, From):
+            # BuildKit accepts a stage name used twice: a later reference means the last one.
             if current:
                 stages.append(_stage(len(stages), *current))
-            if instr.stage_name is not None:
-                if instr.stage_name in seen:
-                    raise DockerfileError(
-                        f'duplicate stage name "{instr.stage_name}"', file=file, line=instr.line
-                    )
-                seen[instr.stage_name] = len(stages)
             current = (instr, [])
         elif current is not None:
             current[1].append(instr)
@@ -75,9 +69,9 @@ def _stage(index: int, from_: From, body: list[Instruction]) -> Stage:
 
 
 def find_stage(df: Dockerfile, target: str) -> int:
-    """Index of the stage named ``target`` (case-insensitive), for ``--target``."""
+    """Index of the last stage named ``target`` (case-insensitive), for ``--target``."""
     wanted = target.lower()
-    for stage in df.stages:
+    for stage in reversed(df.stages):
         if stage.name == wanted:
             return stage.index
     raise DockerfileError(f"target stage {target} could not be found", file=df.file)
@@ -87,11 +81,15 @@ def stage_index(df: Dockerfile, ref: str, before: int | None = None) -> int | No
     """The stage ``ref`` names (a stage name or a decimal index), or None for an image.
 
     ``before`` limits the search to earlier stages, as ``COPY --from`` and
-    ``FROM`` require: a stage can only use stages defined above it.
+    ``FROM`` require: a stage can only use stages defined above it. Of two
+    stages with one name the later wins; a stage naming itself is a cycle.
     """
     limit = len(df.stages) if before is None else before
     wanted = ref.lower()
-    for stage in df.stages[:limit]:
+    if before is not None and before < len(df.stages) and df.stages[before].name == wanted:
+        raise DockerfileError(f"circular dependency detected on stage: {wanted}", file=df.file,
+                              line=df.stages[before].line)
+    for stage in reversed(df.stages[:limit]):
         if stage.name == wanted:
             return stage.index
     if ref.isdecimal() and ref.isascii():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 from lamina.errors import LaminaError
@@ -45,8 +46,14 @@ class Healthcheck:
                    int(data.get("StartInterval") or 0), int(data.get("Retries") or 0))
 
 
+class _Derived:
+    """A slot for a value derived from a frozen config: not a field (equality, ``replace``, repr ignore it)."""
+
+    __slots__ = ("_env_map",)
+
+
 @dataclass(frozen=True, slots=True)
-class ContainerConfig:
+class ContainerConfig(_Derived):
     """What a container started from the image gets by default (``config`` in JSON)."""
 
     user: str = ""
@@ -63,22 +70,31 @@ class ContainerConfig:
     shell: tuple[str, ...] = ()
     args_escaped: bool = False
 
-    def env_dict(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for item in self.env:
-            key, _, value = item.partition("=")
-            out[key] = value
-        return out
+    def env_dict(self) -> Mapping[str, str]:
+        """The variables by name (the last of a repeated name wins); read-only, made once per config.
+
+        Made once because a Dockerfile of 10,000 ENVs must not rebuild it at every step.
+        """
+        cached: dict[str, str] | None = getattr(self, "_env_map", None)
+        if cached is None:
+            cached = {}
+            for item in self.env:
+                key, _, value = item.partition("=")
+                cached[key] = value
+            object.__setattr__(self, "_env_map", cached)
+        return MappingProxyType(cached)
 
     def with_env(self, key: str, value: str) -> ContainerConfig:
         """Set one variable, keeping its position if already present (as Docker does)."""
+        if key not in self.env_dict():  # the common case, without a scan of every variable
+            new = replace(self, env=(*self.env, f"{key}={value}"))
+            object.__setattr__(new, "_env_map", {**getattr(self, "_env_map"), key: value})  # noqa: B009
+            return new
         items = list(self.env)
         for i, item in enumerate(items):
             if item.partition("=")[0] == key:
                 items[i] = f"{key}={value}"
                 break
-        else:
-            items.append(f"{key}={value}")
         return replace(self, env=tuple(items))
 
     def to_json(self) -> dict[str, Any]:

@@ -6,7 +6,8 @@ matching the recorded image ID, one diff_id per layer); every tag → an intact
 image; every cache record → an intact layer blob; every ``layers`` row → its
 blob; snapshot dirs (complete ones carry their diff_id as name — unpacks and
 commits rename into place — so a ``.tmp-…`` one is an interrupted unpack);
-leftovers of dead processes; the layout files and SQLite's own quick check.
+leftovers of dead processes and failed RUNs that can no longer be debugged;
+the layout files and SQLite's own quick check.
 
 Repairs remove what is broken, never what is sound: corrupt blobs, images
 whose blobs are missing or corrupt (pull or build them again), tags and
@@ -95,6 +96,11 @@ def check(store: Store, *, with_leftovers: bool = True, workers: int | None = No
         for path in leftovers(store.root):
             what = "an interrupted unpack" if path.parent.name == "snapshots" else "left by a dead process"
             problems.append(Problem("leftover", str(path.relative_to(store.root)), what))
+        from lamina.store.gc import stale_debug
+
+        for path in stale_debug(store.root):
+            problems.append(Problem("leftover", str(path.relative_to(store.root)),
+                                    "a failed RUN kept for lamina debug whose layers or logs are gone"))
     problems += [Problem("database", "lamina.db", line) for line in store.db.integrity()]
     return Report(tuple(problems), count, blob_bytes, len(images), len(tags), len(records), snapshots)
 

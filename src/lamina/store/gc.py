@@ -10,10 +10,15 @@ what dead processes left. Sweeping happens only while no lease is held
 removes rows (never ones used since the oldest of them began) and leaves
 the sweep to the next run. A snapshot is renamed to ``.tmp-…`` before it is
 deleted, so a crash never leaves a half-deleted one under its real name.
+Pruning also drops the rows that describe what is gone (``cache_lineage``
+without a record, ``image_steps`` without an image) and, with ``-a`` or an
+``until`` filter, build logs; the sweep removes failed-RUN states that can no
+longer be debugged (all of them with ``-a``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -31,6 +36,7 @@ from lamina.store.store import Store
 
 CachePrune = Literal["none", "dangling", "all"]
 CACHE_MOUNTS = "cache-mounts"  # RUN --mount=type=cache dirs (lamina.build.mountsetup.CACHE_DIR)
+LOGS, DEBUG = "logs", "debug"  # kept builds' step logs and failed RUNs' files (lamina.build.buildlog)
 
 _HEX64 = re.compile(r"^[a-f0-9]{64}$")
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
@@ -187,17 +193,20 @@ class Sweep:
     blobs: tuple[str, ...] = ()
     snapshots: tuple[str, ...] = ()
     cache_mounts: tuple[str, ...] = ()
+    debug: tuple[str, ...] = ()  # build IDs whose failed-RUN state was removed
     leftovers: int = 0
     reclaimed: int = 0
     busy: tuple[LeaseInfo, ...] = ()
     ran: bool = True
 
 
-def sweep(store: Store, *, cache_mounts: bool = False) -> Sweep:
+def sweep(store: Store, *, cache_mounts: bool = False, debug: Literal["stale", "all"] = "stale") -> Sweep:
     """Delete unreferenced blobs, layer rows and snapshots, and dead processes' leftovers.
 
     ``cache_mounts`` also empties the ``RUN --mount=type=cache`` directories (they are
-    build cache to docker too). Runs only when it can hold the store exclusively;
+    build cache to docker too). Failed RUNs kept for ``lamina debug`` go when
+    :func:`stale_debug` (a snapshot under them swept), or all of them with
+    ``debug="all"``. Runs only when it can hold the store exclusively;
     otherwise returns at once with ``ran=False`` and the live leases (new operations
     wait while it runs).
     """
@@ -236,10 +245,17 @@ def sweep(store: Store, *, cache_mounts: bool = False) -> Sweep:
                 continue
             reclaimed += remove(doomed)
             mounts.append(entry.name)
+        debugged = [Path(e.path) for e in _scan(store.root / DEBUG)] if debug == "all" else stale_debug(store.root)
+        for path in debugged:
+            reclaimed += remove(path)
         extra = leftovers(store.root)
         for path in extra:
             reclaimed += remove(path)
-        return Sweep(tuple(blobs), tuple(snapshots), tuple(mounts), len(extra), reclaimed)
+        for entry in _scan(store.root / "locks"):  # store/keylock.py's files: no build can hold one now
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+        return Sweep(tuple(blobs), tuple(snapshots), tuple(mounts), tuple(sorted(p.name for p in debugged)),
+                     len(extra), reclaimed)
 
 
 def _scan(directory: Path) -> list[os.DirEntry[str]]:
@@ -257,10 +273,12 @@ class PruneResult:
     images: tuple[str, ...]  # image IDs (config digests) of the images removed
     records: tuple[str, ...]  # cache keys removed
     sweep: Sweep = field(default_factory=Sweep)
+    logs: tuple[str, ...] = ()  # build IDs whose logs were removed
+    logs_size: int = 0
 
     @property
     def reclaimed(self) -> int:
-        return self.sweep.reclaimed
+        return self.sweep.reclaimed + self.logs_size
 
 
 def prune(store: Store, *, images: bool = True, cache: CachePrune = "none", until: float | None = None,
@@ -271,6 +289,8 @@ def prune(store: Store, *, images: bool = True, cache: CachePrune = "none", unti
     default), ``all`` every record and the RUN cache mounts. ``until`` keeps what was stored (images) or
     used (records) after that time. Rows used since the oldest live lease began
     are always kept, so a running build loses nothing it has looked up.
+    What explains misses and times history steps goes with the records and
+    images it describes; build logs go with ``all`` or ``until`` (older ones).
     """
     now = time.time() if now is None else now
     cutoff = min([now, *([until] if until is not None else []), *(lease.started for lease in live_leases(store.root))])
@@ -289,7 +309,54 @@ def prune(store: Store, *, images: bool = True, cache: CachePrune = "none", unti
         else:
             candidates = [k for k, _rec, _c, _u in entries]
         keys = store.db.prune_cache(candidates, cutoff)
-    return PruneResult(tuple(removed), tuple(keys), sweep(store, cache_mounts=cache == "all"))
+    store.db.prune_image_steps()
+    store.db.prune_lineage(cutoff)
+    logs, logs_size = prune_logs(store.root, cutoff) if cache == "all" or until is not None else ([], 0)
+    swept = sweep(store, cache_mounts=cache == "all", debug="all" if cache == "all" else "stale")
+    return PruneResult(tuple(removed), tuple(keys), swept, tuple(logs), logs_size)
+
+
+# --- kept builds: logs and debug states --------------------------------------------------------------
+
+
+def _written(path: Path) -> float:
+    """When a kept build's directory was last written (its summary file, else the directory)."""
+    for candidate in (path / "build.json", path / "debug.json", path):
+        try:
+            return candidate.stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
+def prune_logs(root: Path, before: float) -> tuple[list[str], int]:
+    """Remove the logs of builds last written before ``before``; their IDs and bytes."""
+    removed, size = [], 0
+    for entry in sorted(_scan(root / LOGS), key=lambda e: e.name):
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False) and _written(path) < before:
+            size += remove(path)
+            removed.append(entry.name)
+    return removed, size
+
+
+def stale_debug(root: Path) -> list[Path]:
+    """Failed RUNs ``lamina debug`` can no longer open: unreadable, a lower snapshot gone, or their build's logs.
+
+    Call it only where no other lease is live (a build writes one in steps).
+    """
+    stale = []
+    for entry in _scan(root / DEBUG):
+        path = Path(entry.path)
+        try:
+            doc = _loads((path / "debug.json").read_bytes())
+        except OSError:
+            doc = None
+        lowers = doc.get("lowers") if isinstance(doc, dict) else None
+        if (not isinstance(lowers, list) or not (path / "upper").is_dir() or not (root / LOGS / entry.name).is_dir()
+                or any(not Path(str(lower)).is_dir() for lower in lowers)):
+            stale.append(path)
+    return stale
 
 
 def record_layer(record: str) -> str | None:
@@ -320,6 +387,8 @@ class Usage:
     blob_sizes: dict[str, int]  # digest -> bytes, every blob in the store
     snapshot_sizes: dict[str, int]  # diff_id -> bytes
     reach: Reach
+    log_sizes: dict[str, int] = field(default_factory=dict)  # build ID -> bytes of logs/<id>
+    debug_sizes: dict[str, int] = field(default_factory=dict)  # build ID -> bytes of debug/<id>
 
 
 def usage(store: Store) -> Usage:
@@ -344,7 +413,7 @@ def usage(store: Store) -> Usage:
     shared_records = sum(1 for _k, rec, _c, _u in records if record_layer(rec) in reach.images)
     active_snaps = [d for d in snaps if d in reach.diff_ids]
     orphans = [d for d in sizes if d not in reach.live]
-    rows = (
+    rows: tuple[UsageRow, ...] = (
         UsageRow("Images", len(image_rows), sum(1 for r in image_rows if r[0] in tagged),
                  total(reach.images), total(reach.images - reach.tagged - reach.cache)),
         UsageRow("Build Cache", len(records), shared_records,
@@ -353,4 +422,11 @@ def usage(store: Store) -> Usage:
                  sum(s for d, s in snaps.items() if d not in reach.diff_ids)),
         UsageRow("Unreferenced", len(orphans), 0, total(orphans), total(orphans)),
     )
-    return Usage(rows, sizes, snaps, reach)
+    logs = {e.name: tree_size(Path(e.path)) for e in _scan(store.root / LOGS) if e.is_dir(follow_symlinks=False)}
+    debug = {e.name: tree_size(Path(e.path)) for e in _scan(store.root / DEBUG) if e.is_dir(follow_symlinks=False)}
+    rows += (
+        # logs are reclaimable by `prune -a` or a filter; debug states by `builder prune -a`
+        UsageRow("Build Logs", len(logs), 0, sum(logs.values()), sum(logs.values())),
+        UsageRow("Debug States", len(debug), 0, sum(debug.values()), sum(debug.values())),
+    )
+    return Usage(rows, sizes, snaps, reach, logs, debug)

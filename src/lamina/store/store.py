@@ -8,6 +8,7 @@ Layout of a store root::
     snapshots/<hex>          unpacked layers (by diff_id), in overlayfs form
     tmp/                     temp files, renamed into place when complete
     runc/                    the OCI runtime's state
+    locks/                   a lock file per step being built (store/keylock.py), swept by gc
 
 Writes are ordered so a crash never leaves a reference to missing content:
 blobs first, then the image row, then the tag.
@@ -15,8 +16,11 @@ blobs first, then the image row, then the tag.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,8 +90,12 @@ class Store:
         layers = tuple(Layer(d, lay.diff_id) for d, lay in zip(manifest.layers, image.layers, strict=True))
         return self.put_manifest_bytes(manifest.encode(), image=Image(image.config, layers))
 
-    def put_manifest_bytes(self, data: bytes, *, image: Image | None = None) -> StoredImage:
-        """Record a manifest whose config and layers are already blobs."""
+    def put_manifest_bytes(self, data: bytes, *, image: Image | None = None,
+                           sizes: Mapping[Digest, int] | None = None) -> StoredImage:
+        """Record a manifest whose config and layers are already blobs.
+
+        ``sizes`` are docker's sizes of layers (by digest) when known, for ``images``/``history``.
+        """
         parsed = decode(data)
         if not isinstance(parsed, Manifest):
             raise StoreError("expected an image manifest, got an index")
@@ -95,7 +103,8 @@ class Store:
             image = self._image_of(parsed)
         digest = self.blobs.put(data)
         for layer in image.layers:
-            self.db.add_layer(str(layer.digest), str(layer.diff_id), layer.desc.media_type, layer.size)
+            self.db.add_layer(str(layer.digest), str(layer.diff_id), layer.desc.media_type, layer.size,
+                              (sizes or {}).get(layer.digest, -1))
         self.db.add_image(str(digest), str(parsed.config.digest), parsed.media_type)
         return StoredImage(digest, parsed, parsed.config.digest, image)
 
@@ -118,34 +127,59 @@ class Store:
         return StoredImage(manifest_digest, manifest, manifest.config.digest, self._image_of(manifest))
 
     def lookup(self, name: str) -> StoredImage | None:
-        """Find an image by tag, ``name@digest``, image ID or unique ID prefix."""
+        """Find an image as docker does: a full image ID or digest, then a tag or ``name@digest``,
+        and only then a unique prefix of an image ID (so a tag that looks like hex wins)."""
         m = _ID_PREFIX.match(name)
-        if m and (name.startswith("sha256:") or len(m.group(1)) >= 12 or not self._is_tag(name)):
-            rows = self.db.images_by_prefix(m.group(1))
-            if len(rows) == 1 or (rows and len({r[1] for r in rows}) == 1):
-                return self.get(Digest.parse(rows[0][0]))
-            if len(rows) > 1:
-                raise StoreError(f"ambiguous image ID prefix {name!r}")
-            if name.startswith("sha256:"):
-                return None
+        if m and len(m.group(1)) == 64:
+            found = self._by_id_prefix(name, m.group(1))
+            if found is not None or name.startswith("sha256:"):
+                return found
         try:
-            ref = Reference.parse(name)
+            ref: Reference | None = Reference.parse(name)
         except ReferenceError_:
-            if m:
-                return None
-            raise
-        if ref.digest is not None:
+            if not m:
+                raise
+            ref = None
+        if ref is not None and ref.digest is not None:
             if self.db.image(str(ref.digest)) is not None:
                 return self.get(ref.digest)
-            return None
-        manifest = self.db.tag(str(ref))
-        return self.get(Digest.parse(manifest)) if manifest else None
+            pulled = self.db.manifest_by_repo_digest(ref.repository, str(ref.digest))  # e.g. an index's digest
+            return self.get(Digest.parse(pulled)) if pulled and self.db.image(pulled) else None
+        manifest = self.db.tag(str(ref)) if ref is not None else None
+        if manifest:
+            return self.get(Digest.parse(manifest))
+        return self._by_id_prefix(name, m.group(1)) if m else None
 
-    def _is_tag(self, name: str) -> bool:
+    def _by_id_prefix(self, name: str, prefix: str) -> StoredImage | None:
+        rows = self.db.images_by_prefix(prefix)
+        ids = sorted({r[1] for r in rows})
+        if len(ids) > 1:
+            shown = ", ".join(Digest.parse(i).short for i in ids[:3]) + (", …" if len(ids) > 3 else "")
+            raise StoreError(f"ambiguous image ID prefix {name!r}: it matches {len(ids)} images ({shown})")
+        if not rows:
+            return None
+        exact = [r for r in rows if prefix in (r[0][7:], r[1][7:])]  # a manifest digest names one manifest
+        return self.get(Digest.parse((exact or rows)[0][0]))
+
+    def layer_size(self, layer: Layer) -> int:
+        """docker's size of ``layer`` (its files' bytes): recorded when it came in, else counted once
+        from its blob and recorded (layers from older stores or build-cache imports); the blob's
+        size if even that fails."""
+        known = self.db.diff_size(str(layer.digest))
+        if known is not None:
+            return known
+        from lamina.image.layersize import blob_size
+
         try:
-            return self.db.tag(str(Reference.parse(name))) is not None
-        except LaminaError:
-            return False
+            with self.blobs.open(layer.digest) as blob:
+                counted = blob_size(blob)
+        except (LaminaError, OSError):
+            counted = None
+        if counted is None:
+            return layer.size
+        with contextlib.suppress(sqlite3.Error):  # a read-only store still answers
+            self.db.add_layer(str(layer.digest), str(layer.diff_id), layer.desc.media_type, layer.size, counted)
+        return counted
 
     def resolve(self, name: str) -> StoredImage:
         found = self.lookup(name)
@@ -155,9 +189,8 @@ class Store:
 
     # tags ---------------------------------------------------------------------
     def tag(self, ref: Reference, manifest_digest: Digest) -> None:
-        if self.db.image(str(manifest_digest)) is None:
+        if not self.db.set_tag_if_image(str(ref), str(manifest_digest)):  # atomic against prune
             raise ImageNotFound(f"no such image: {manifest_digest}")
-        self.db.set_tag(str(ref), str(manifest_digest))
 
     def untag(self, ref: Reference) -> bool:
         return self.db.remove_tag(str(ref))

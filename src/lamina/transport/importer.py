@@ -28,6 +28,7 @@ from typing import IO, BinaryIO, cast
 from lamina.errors import DigestMismatch, DockerfileError, LaminaError, LayerError
 from lamina.image.image import Image, Layer
 from lamina.image.layerio import LayerSink, detect_compression, open_layer
+from lamina.image.layersize import SizeCounter
 from lamina.oci import mediatype as mt
 from lamina.oci.config import ContainerConfig, History, ImageConfig
 from lamina.oci.descriptor import Descriptor, Platform
@@ -51,6 +52,7 @@ class Ingested:
     size: int
     diff_id: Digest
     compression: str  # of the stored blob: "gzip" or "zstd"
+    content_size: int | None = None  # docker's size of the layer (lamina.image.layersize), when counted
 
     @property
     def unchanged(self) -> bool:
@@ -97,17 +99,20 @@ def ingest_layer(store: Store, src: IO[bytes] | Prefixed, *, expected: Digest | 
     with store.blobs.writer() as writer:
         as_is = kind in keep
         tee = _Tee(head, writer if as_is else None)
+        counter = SizeCounter()
         try:
             plain = open_layer(cast(BinaryIO, tee))
             if as_is:
                 hasher = hashlib.sha256()
                 while chunk := plain.read(CHUNK):
                     hasher.update(chunk)
+                    counter.feed(chunk)
                 diff_id = Digest.from_hasher(hasher)
             else:
                 sink = LayerSink(writer, "gzip")
                 while chunk := plain.read(CHUNK):
                     sink.write(chunk)
+                    counter.feed(chunk)
                 sink.close()
                 diff_id = sink.diff_id
             tee.drain()
@@ -117,7 +122,7 @@ def ingest_layer(store: Store, src: IO[bytes] | Prefixed, *, expected: Digest | 
         if expected is not None and raw != expected:
             raise DigestMismatch(f"blob {expected}: content hashes to {raw}")
         digest = writer.commit()
-        return Ingested(raw, tee.size, digest, writer.size, diff_id, kind if as_is else "gzip")
+        return Ingested(raw, tee.size, digest, writer.size, diff_id, kind if as_is else "gzip", counter.size)
 
 
 class Prefixed:
@@ -256,7 +261,8 @@ def _names_blobs(manifest: Manifest, plan: Planned) -> bool:
 def commit(store: Store, plan: Planned, image: Image, manifest: bytes) -> StoredImage:
     """Record a prepared image (its layers are already blobs)."""
     store.blobs.put(plan.config)
-    return store.put_manifest_bytes(manifest, image=image)
+    sizes = {ing.digest: ing.content_size for ing in plan.layers if ing.content_size is not None}
+    return store.put_manifest_bytes(manifest, image=image, sizes=sizes)
 
 
 # -- docker import ----------------------------------------------------------------------------
