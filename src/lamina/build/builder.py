@@ -2,7 +2,7 @@
 
 The stages the target needs are built in dependency order
 (:mod:`lamina.build.schedule`); stages the target does not need are never
-built, and independent ones build at once on two threads, as BuildKit does.
+built, and independent ones build at once on a thread each, as BuildKit does.
 Each instruction gets a chained cache key
 (:mod:`lamina.build.cachekey`); a hit reuses the recorded layer and history
 entry, a miss runs the step over an overlay of the parent's snapshots and
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -47,7 +48,9 @@ if TYPE_CHECKING:  # the real ones come from api; their modules load at the firs
     from lamina.transport.cacheio import ImportedCache  # loaded only for --cache-from/--cache-to
 
 Resolver = Callable[[str, bool], StoredImage]
-WORKERS = 2  # stages built at once: this machine class has two cores
+# Stages built at once. A stage mostly waits on its container (its own processes), so as BuildKit
+# does we run every ready stage rather than one per core; the cap bounds threads and mounts.
+WORKERS = max(4, os.cpu_count() or 1)
 
 
 class _Cancelled(BuildError):
