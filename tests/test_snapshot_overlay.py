@@ -287,3 +287,19 @@ def test_without_a_record_nothing_is_written(tmp_path: Path) -> None:
     assert available(tmp_path / "mounts")
     assert os.listdir(tmp_path) == ["mounts"]
     assert os.listdir(tmp_path / "mounts") == []
+
+
+def test_a_mount_briefly_held_by_a_forked_child_still_unmounts(tmp_path: Path) -> None:
+    """A parallel stage's fork copies our open files until it execs: unmount waits, then succeeds."""
+    import subprocess
+    import time
+
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    with OverlaySnapshotter().prepare([lower], tmp_path / "work") as mount:
+        (mount.root / "held").write_text("x")
+        holder = subprocess.Popen(["sh", "-c", "exec 3<held; sleep 0.3"], cwd=mount.root)
+        time.sleep(0.1)
+        mount.unmount()  # EBUSY while the child holds the file: retried, not an error
+        assert (mount.upper / "held").read_text() == "x"
+        holder.wait()

@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +33,7 @@ from lamina.snapshot._workdir import new_workdir, stale_workdirs
 
 _PAGE = 4096
 _MNT_DETACH = 2
+_BUSY_RETRIES = 50  # × 20 ms before a lazy unmount
 # Tried in order: older kernels reject options for features they lack (and so
 # cannot have turned on). ``volatile`` (Linux 5.10) skips syncing the whole upper
 # filesystem at unmount (10-150 ms each, more on a busy disk): the upper dir is read
@@ -304,10 +306,18 @@ class OverlayMount:
         """End the mount (idempotent); ``upper`` then holds the step's changes."""
         if not self._mounted:
             return
-        try:
-            _umount(self._merged)
-        except OSError as exc:
-            raise RuntimeError_(f"unmounting {self._merged}: {exc.strerror}") from exc
+        for _attempt in range(_BUSY_RETRIES):
+            try:
+                _umount(self._merged)
+                break
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise RuntimeError_(f"unmounting {self._merged}: {exc.strerror}") from exc
+                # Another thread's fork (a RUN of a parallel stage) briefly holds copies of our
+                # open files until it execs; nothing writes here any more, so wait, then detach.
+                time.sleep(0.02)
+        else:
+            _umount(self._merged, detach=True)
         self._mounted = False
 
     def discard(self) -> None:
