@@ -219,6 +219,37 @@ def test_a_fully_cached_build_mounts_nothing(store: Store, tmp_path: Path, monke
         _build(store, ctx, dockerfile)
 
 
+def test_a_fully_cached_parallel_build_probes_and_recovers_nothing(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stages on threads need the namespace first, but the overlay probe, recovery and runc wait for a miss."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    dockerfile = ("FROM busybox:test AS a\nRUN echo a > /a\nFROM busybox:test AS b\nRUN echo b > /b\n"
+                  "FROM busybox:test\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n")
+    _build(store, ctx, dockerfile)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cached build set up the snapshotter")
+
+    monkeypatch.setattr(api, "_snapshotter", refuse)
+    _, seen = _build(store, ctx, dockerfile)
+    assert sum(isinstance(e, events.StepCached) for e in seen) == 4
+    with pytest.raises(AssertionError, match="snapshotter"):
+        _build(store, ctx, dockerfile.replace("echo b", "echo c"))
+
+
+def test_the_mount_namespace_is_tried_once(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retry from a stage thread would unshare that thread alone."""
+    from lamina.runtime import mountns
+
+    calls: list[int] = []
+    monkeypatch.setattr(mountns, "enter_private_mount_namespace", lambda: calls.append(1) or False)
+    env = api._StepEnvironment(store, "auto", "runc")
+    env.enter_namespace()
+    env.enter_namespace()
+    assert calls == [1]
+
+
 def test_the_stat_cache_reads_the_contexts_rows_at_once(tmp_path: Path) -> None:
     from lamina.build.builder import _PrefetchedStatCache
 

@@ -68,7 +68,7 @@ def build(store: Store, options: BuildOptions, *, listener: events.Listener = ev
     if _has_leftovers(store):  # a killed build's container may still run: recover even if all is cached
         env.setup()
     builder = Builder(store, _LazySnapshotter(env), _LazyExecutor(env), resolver(store, platform=options.platform),
-                      listener, setup=env.setup)
+                      listener, setup=env.enter_namespace)
     return builder.build(options)
 
 
@@ -89,8 +89,9 @@ class _StepEnvironment:
 
     A fully cached build mounts nothing, so it skips the private mount namespace,
     the overlayfs probe and the recovery of leftovers (all of which still happen
-    before this process mounts anything). The builder calls :meth:`setup` before
-    it starts threads: a mount namespace entered later would be one thread's only.
+    before this process mounts anything). The builder calls :meth:`enter_namespace`
+    before it starts threads: a mount namespace entered later would be one thread's
+    only; the rest (probe, recovery, runc) still waits for a step that needs it.
     """
 
     def __init__(self, store: Store, snapshotter: str, runtime: str) -> None:
@@ -99,15 +100,23 @@ class _StepEnvironment:
         self._args = (store, snapshotter, runtime)
         self._lock = threading.Lock()
         self._ready: tuple[Any, Any] | None = None
+        self._ns_tried = False
+
+    def enter_namespace(self) -> None:
+        """Try the private mount namespace once: a retry from a worker thread would be that thread's only."""
+        if not self._ns_tried:
+            from lamina.runtime.mountns import enter_private_mount_namespace
+
+            self._ns_tried = True
+            enter_private_mount_namespace()
 
     def setup(self) -> tuple[Any, Any]:
         with self._lock:
             if self._ready is None:
-                from lamina.runtime.mountns import enter_private_mount_namespace
                 from lamina.runtime.runc import RuncExecutor
 
                 store, name, runtime = self._args
-                enter_private_mount_namespace()
+                self.enter_namespace()
                 chosen = _snapshotter(store, name)
                 recover(store, chosen, runtime)
                 executor = RuncExecutor(store.root / "runc", runtime=runtime, bundle_dir=store.root / "tmp")

@@ -254,7 +254,7 @@ class Builder:
 
     def __init__(self, store: Store, snapshotter: Snapshotter, executor: Executor, resolver: Resolver,
                  listener: events.Listener = events.ignore, *, setup: Callable[[], object] | None = None) -> None:
-        """``setup`` readies the snapshotter and executor; it runs before threads start."""
+        """``setup`` runs before the stage threads start (the private mount namespace)."""
         self.store = store
         self.snapshotter = snapshotter
         self.executor = executor

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import fcntl
 import hashlib
 import os
@@ -350,7 +349,7 @@ def _secrets_tmpfs(path: Path) -> Iterator[Path]:
 
 
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return ctypes.CDLL(None, use_errno=True)  # the loaded libc: find_library would fork ldconfig
 
 
 def _mount_tmpfs(path: Path) -> bool:

@@ -8,7 +8,6 @@ block the next build. It must happen while the process is single-threaded.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 CLONE_NEWNS = 0x00020000
@@ -25,7 +24,7 @@ def enter_private_mount_namespace() -> bool:
         return True
     if os.geteuid() != 0:
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # libc is loaded already; find_library would fork ldconfig
     if libc.unshare(CLONE_NEWNS) != 0:
         return False
     if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:

@@ -199,9 +199,8 @@ def hide_hybrid_cgroup2(unified: Path = UNIFIED_CGROUP) -> bool:
     if not controllers or not in_private_mount_namespace():
         return False
     import ctypes
-    import ctypes.util
 
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # the loaded libc: find_library would fork ldconfig
     return bool(libc.umount2(os.fsencode(unified), _MNT_DETACH) == 0)
 
 
