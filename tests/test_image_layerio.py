@@ -67,6 +67,31 @@ def test_sink_is_deterministic(compression: str) -> None:
     assert first == second == rechunked
 
 
+_PINNED_BLOBS = {
+    "gzip": "ad279534265930e27a0a55e4443efade7b5becad18b371270eb936176eae210c",
+    "zstd": "22be0c1740bd36dd47c2eca505d83c747eda472ca4f05d4c3e46a79462c4b4ad",
+    "none": "cc09a421d955a65868479a334e7de3d9d05679316eb9185f43fcaa5d91024b7e",
+}
+
+
+@pytest.mark.parametrize("compression", sorted(_PINNED_BLOBS))
+def test_sink_blob_is_pinned_whatever_the_write_sizes(compression: str) -> None:
+    """Whole writes, tiny ones, and writes larger than a compressor block all give the same blob."""
+    sizes = [1, 511, 65536, 3, 200_000, 70_000, 4096]
+    splits, start = [], 0
+    while start < len(TAR):
+        size = sizes[len(splits) % len(sizes)]
+        splits.append(TAR[start:start + size])
+        start += size
+    for chunks in ([TAR], splits):
+        out = io.BytesIO()
+        sink = LayerSink(out, compression)
+        for chunk in chunks:
+            sink.write(chunk)
+        sink.close()
+        assert hashlib.sha256(out.getvalue()).hexdigest() == _PINNED_BLOBS[compression]
+
+
 def test_gzip_header_has_no_time_or_name() -> None:
     blob, _ = _sink(TAR, "gzip")
     flags, mtime = blob[3], blob[4:8]

@@ -357,3 +357,54 @@ def test_layer_bytes_are_pinned(tmp_path: Path) -> None:
     assert len(buf.getvalue()) == 2314240
     assert hashlib.sha256(buf.getvalue()).hexdigest() == (
         "7ebb0787f0e049d5fdb674678570a27277745528e294871b26256ef34c07ea9a")
+
+
+def _pinned_upper(tmp_path: Path) -> tuple[Path, list[Path]]:
+    """An upper dir over one lower with every kind of entry the writer emits, times fixed."""
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    for rel in ("gone", "dir/old", "opq/hidden", "keep/x"):
+        (lower / rel).parent.mkdir(parents=True, exist_ok=True)
+        (lower / rel).write_text(rel)
+    (upper / "opq").mkdir(parents=True)
+    os.setxattr(upper / "opq", "trusted.overlay.opaque", b"y")
+    (upper / "opq/new").write_text("new")
+    (upper / "dir").mkdir()
+    os.mknod(upper / "dir/old", stat.S_IFCHR, 0)
+    os.mknod(upper / "gone", stat.S_IFCHR, 0)
+    os.mknod(upper / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    os.mkfifo(upper / "fifo", 0o600)
+    (upper / "x.bin").write_bytes(bytes(range(256)) * 300 + b"tail")  # not a multiple of 512
+    os.setxattr(upper / "x.bin", "user.note", b"caf\xc3\xa9")
+    os.setxattr(upper / "x.bin", "security.capability", b"\x01\x00\x00\x02" + b"\x00" * 16)
+    os.symlink("x.bin", upper / "link")
+    os.link(upper / "x.bin", upper / "hard")
+    (upper / os.fsdecode(b"bad-\xff-name")).write_text("latin")
+    (upper / "empty").write_bytes(b"")
+    for i in range(40):
+        (upper / f"many/{i:03d}").parent.mkdir(exist_ok=True)
+        (upper / f"many/{i:03d}").write_text("x" * i)
+    os.chown(upper / "many/007", 1000, 1000)
+    for path in sorted(upper.rglob("*"), reverse=True):
+        if not path.is_symlink() and not stat.S_ISCHR(path.lstat().st_mode):
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        os.utime(path, (1_600_000_000, 1_600_000_000), follow_symlinks=False)
+    return upper, [lower]
+
+
+@needs_root
+def test_upper_layer_bytes_and_blob_are_pinned(tmp_path: Path) -> None:
+    """Whiteouts, opaque dirs, xattrs, devices, a non-UTF-8 name, hard links: fixed tar and gzip bytes."""
+    from lamina.image.layerio import LayerSink
+
+    upper, lowers = _pinned_upper(tmp_path)
+    plain, blob = io.BytesIO(), io.BytesIO()
+    stats = write_layer(upper, lowers, plain)
+    sink = LayerSink(blob, "gzip")
+    write_layer(upper, lowers, sink)
+    sink.close()
+    assert (stats.entries, stats.whiteouts, stats.content_bytes) == (54, 3, 77597)
+    assert sink.diff_id.hex == hashlib.sha256(plain.getvalue()).hexdigest()
+    assert (len(plain.getvalue()), hashlib.sha256(plain.getvalue()).hexdigest()) == (
+        133120, "b1c80077e3c29c56324eb1924244a27aa904e55ee7efa2aa2369412c18c7e208")
+    assert hashlib.sha256(blob.getvalue()).hexdigest() == (
+        "ea61411d7f96658958436dae3a2c9a2c26a165987319920fc7ba74cc1455ecc0")

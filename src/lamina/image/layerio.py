@@ -30,13 +30,13 @@ class _Sink(Protocol):
 
 
 class _Compressor(Protocol):
-    def compress(self, data: bytes, /) -> bytes: ...
+    def compress(self, data: bytes | bytearray | memoryview, /) -> bytes: ...
     def flush(self) -> bytes: ...
 
 
 class _Identity:
-    def compress(self, data: bytes) -> bytes:
-        return data
+    def compress(self, data: bytes | bytearray | memoryview) -> bytes:
+        return bytes(data)
 
     def flush(self) -> bytes:
         return b""
@@ -75,15 +75,22 @@ class LayerSink:
         # isal's output depends on how its input is split, so it is fed fixed-size blocks:
         # the blob then depends only on the bytes, not on the writer's chunking.
         pending = self._pending
-        pending += data
-        if len(pending) >= _BLOCK:
-            full = len(pending) - len(pending) % _BLOCK
-            for start in range(0, full, _BLOCK):
-                self._compress(bytes(pending[start:start + _BLOCK]))
-            del pending[:full]
+        view = memoryview(data)
+        if pending:  # top up the partial block first
+            taken = min(_BLOCK - len(pending), len(view))
+            pending += view[:taken]
+            view = view[taken:]
+            if len(pending) < _BLOCK:
+                return len(data)
+            self._compress(pending)
+            pending.clear()
+        full = len(view) - len(view) % _BLOCK
+        for start in range(0, full, _BLOCK):  # whole blocks straight from ``data``, uncopied
+            self._compress(view[start:start + _BLOCK])
+        pending += view[full:]
         return len(data)
 
-    def _compress(self, block: bytes) -> None:
+    def _compress(self, block: bytes | bytearray | memoryview) -> None:
         chunk = self._compressor.compress(block)
         if chunk:
             self._out.write(chunk)
@@ -95,7 +102,7 @@ class LayerSink:
         """Flush the compressor (idempotent). The caller commits ``out`` itself."""
         if not self._closed:
             if self._pending:
-                self._compress(bytes(self._pending))
+                self._compress(self._pending)
                 self._pending.clear()
             tail = self._compressor.flush()
             if tail:

@@ -20,7 +20,7 @@ import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, NamedTuple, Protocol, cast
+from typing import IO, NamedTuple, Protocol
 
 from lamina.errors import LayerError
 from lamina.snapshot._fs import (
@@ -238,42 +238,31 @@ def _walk(writer: _TarWriter, directory: bytes, rel: bytes, lowers: _LowerView |
         _walk(writer, path, child + b"/", lowers, hidden or opaque or not lower_dir)
 
 
-class _Counted:
-    """``out`` with the ``tell`` a seekless tarfile needs: the bytes written so far."""
-
-    def __init__(self, out: Writable) -> None:
-        self._out = out
-        self._written = 0
-
-    def write(self, data: bytes) -> int:
-        self._out.write(data)
-        self._written += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self._written
-
-
-# File contents go to the sink in chunks of this size. The tar is tarfile's plain "w" mode over
-# _Counted rather than its stream mode "w|", whose 10 kB re-buffering copied every byte again:
-# the same bytes come out either way (end blocks and record padding included).
+# Output is gathered into writes of about this size (headers and small files together), and
+# file contents are read this much at a time: fewer, larger writes for the hash and compressor.
 _COPY_BUFFER = 1 << 20
+_BLOCK = tarfile.BLOCKSIZE
+_END = tarfile.NUL * (2 * _BLOCK)  # two zero blocks end the archive
 
 
 class _TarWriter:
     """Turns lstat results into tar entries; remembers inodes for hard links."""
 
     def __init__(self, out: Writable, clamp_mtime: int | None) -> None:
-        self._tar = tarfile.TarFile(
-            fileobj=cast(IO[bytes], _Counted(out)), mode="w", format=tarfile.PAX_FORMAT,
-            errors="surrogateescape", copybufsize=_COPY_BUFFER,
-        )
+        self._out = out
+        self._buffer = bytearray()
+        self._offset = 0  # bytes of tar emitted so far, buffered or not
         self._clamp = clamp_mtime
         self._inodes: dict[tuple[int, int], str] = {}
         self._entries = self._whiteouts = self._bytes = 0
 
     def close(self) -> DiffStats:
-        self._tar.close()
+        # as tarfile's "w" mode closes: two zero blocks, then zeros up to a whole record
+        self._emit(_END)
+        remainder = self._offset % tarfile.RECORDSIZE
+        if remainder:
+            self._emit(tarfile.NUL * (tarfile.RECORDSIZE - remainder))
+        self._flush()
         return DiffStats(self._entries, self._whiteouts, self._bytes)
 
     def entry(self, path: bytes, rel: bytes, st: os.stat_result) -> None:
@@ -333,12 +322,39 @@ class _TarWriter:
             self._add(info)
             return
         self._inodes[key] = info.name
-        info.size = st.st_size
+        info.size = size = st.st_size
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb", buffering=0) as content:  # tarfile reads _COPY_BUFFER at a time
-            self._add(info, content)
-        self._bytes += st.st_size
+        try:
+            self._add(info)
+            left = size
+            while left:
+                chunk = os.read(fd, min(left, _COPY_BUFFER))
+                if not chunk:
+                    raise LayerError(f"{os.fsdecode(path)} shrank while it was being written to a layer")
+                self._emit(chunk)
+                left -= len(chunk)
+        finally:
+            os.close(fd)
+        if size % _BLOCK:
+            self._emit(tarfile.NUL * (_BLOCK - size % _BLOCK))
+        self._bytes += size
 
-    def _add(self, info: tarfile.TarInfo, content: IO[bytes] | None = None) -> None:
+    def _add(self, info: tarfile.TarInfo) -> None:
+        """The header(s) of one entry, encoded by tarfile itself (as its ``addfile`` would)."""
         self._entries += 1
-        self._tar.addfile(info, content)
+        self._emit(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+
+    def _emit(self, data: bytes) -> None:
+        self._offset += len(data)
+        if len(data) >= _COPY_BUFFER:
+            self._flush()
+            self._out.write(data)
+            return
+        self._buffer += data
+        if len(self._buffer) >= _COPY_BUFFER:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self._out.write(bytes(self._buffer))
+            self._buffer.clear()
