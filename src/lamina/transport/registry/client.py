@@ -247,8 +247,17 @@ def _insufficient_scope(response: httpx.Response) -> str | None:
     """The scope a Bearer ``insufficient_scope`` challenge names (``"access"`` without one), else None."""
     for challenge in parse_challenges(response.headers.get("WWW-Authenticate", "")):
         if insufficient_scope(challenge):
-            return challenge.params.get("scope") or "access"
+            return _sorted_actions(challenge.params.get("scope") or "access")
     return None
+
+
+def _sorted_actions(scope: str) -> str:
+    """``repository:x:push,pull`` → ``repository:x:pull,push``: registries list actions in any order."""
+    parts = []
+    for one in scope.split():
+        head, sep, actions = one.rpartition(":")
+        parts.append(f"{head}{sep}{','.join(sorted(actions.split(',')))}" if sep else one)
+    return " ".join(parts)
 
 
 def registry_errors(response: httpx.Response) -> tuple[tuple[str, ...], str]:
