@@ -40,6 +40,7 @@ from lamina.build.context import Selected, checksum, select
 from lamina.build.mounts import Redactor, RunMount, SecretSource, parse_mounts
 from lamina.build.rootpath import resolve_in_root
 from lamina.errors import BuildError, LaminaError
+from lamina.store.lease import process_alive
 
 if TYPE_CHECKING:  # copy and the runtime load only when a RUN really runs (a cached build never does)
     from lamina.build.stagerun import StageRun
@@ -377,20 +378,10 @@ def cleanup_stale(store_root: Path) -> int:
         if not entry.name.startswith(TMP_PREFIX) or not entry.is_dir(follow_symlinks=False):
             continue
         pid = entry.name[len(TMP_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(entry.path, ignore_errors=True)
             removed += 1
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _StubTracker:

@@ -322,23 +322,16 @@ class StageRun:
         BuildKit's merge of a ``--link`` copy is.
         """
         run = self.run
+
+        def build(_record: dict[str, Any] | None) -> tuple[Layer, dict[str, Any], str, bool]:
+            layer, cached = self._link_layer(inputs, op)
+            record = {"created": run.now(), "layer": _layer_json(layer)}
+            run.cache_put(key, record)
+            return layer, record, key, cached
+
         key = cachekey.step_key(self.key, "layer", inputs)
-        record = self._cache_get(key)
-        layer = _cached_layer(run, record)
-        cached = layer is not None and record is not None
-        if not cached:
-            with self._step_lock(key):  # another build at this very step: wait, then use its record
-                record = self._cache_get(key)
-                layer = _cached_layer(run, record)
-                if layer is None or record is None:
-                    layer, cached = self._link_layer(inputs, op)
-                    record = {"created": run.now(), "layer": _layer_json(layer)}
-                    run.cache_put(key, record)
-                else:
-                    cached = True
-        assert layer is not None and record is not None
-        created = record["created"]
-        self.image = append_layer(self.image, layer, History(created_by=created_by, created=created))
+        layer, record, key, cached = self._hit_or_build(key, build)
+        self.image = append_layer(self.image, layer, History(created_by=created_by, created=record["created"]))
         self.key = key
         return cached
 
@@ -375,27 +368,38 @@ class StageRun:
         return record is not None
 
     def _layer_step(self, inputs: dict[str, Any], created_by: str, op: Callable[[Path], None]) -> bool:
-        run = self.run
+        def build(record: dict[str, Any] | None) -> tuple[Layer, dict[str, Any], str, bool]:
+            layer, record = self._run_layer(key, record, inputs, op)
+            return layer, record, self._rerun_key(key, layer, record) if self.no_cache else key, False
+
         key = cachekey.step_key(self.key, "layer", inputs)
-        record = self._cache_get(key)
-        layer = _cached_layer(run, record)
-        cached = layer is not None and record is not None
-        if not cached:
-            with self._step_lock(key):  # another build running this very step: wait, then use its layer
-                record = self._cache_get(key)
-                layer = _cached_layer(run, record)
-                cached = layer is not None and record is not None
-                if not cached:
-                    layer, record = self._run_layer(key, record, inputs, op)
-                    if self.no_cache:
-                        key = self._rerun_key(key, layer, record)
-        assert layer is not None and record is not None
-        created = record["created"]
+        layer, record, key, cached = self._hit_or_build(key, build)
         self._ran_for = record.get("seconds")
-        self.image = append_layer(self.image, layer, History(created_by=created_by, created=created))
+        self.image = append_layer(self.image, layer, History(created_by=created_by, created=record["created"]))
         self._reached(key, ran=not cached)
         self.key = key
         return cached
+
+    def _hit_or_build(self, key: str, build: Callable[[dict[str, Any] | None], tuple[Layer, dict[str, Any], str, bool]],
+                      ) -> tuple[Layer, dict[str, Any], str, bool]:
+        """The layer step's record, else ``build(stale record)`` under the step's lock.
+
+        Another build (thread or process) may be running this very step: the lock makes us wait
+        for it, and the second look then finds its record. Returns (layer, record, chain key, cached).
+        """
+        hit = self._hit(key)
+        if hit is None:
+            with self._step_lock(key):
+                hit = self._hit(key)
+                if hit is None:
+                    return build(self._cache_get(key))
+        return hit[0], hit[1], key, True
+
+    def _hit(self, key: str) -> tuple[Layer, dict[str, Any]] | None:
+        """The record of ``key`` and its layer, when both are there (a pruned blob is a miss)."""
+        record = self._cache_get(key)
+        layer = _cached_layer(self.run, record)
+        return None if layer is None or record is None else (layer, record)
 
     def _run_layer(self, key: str, record: dict[str, Any] | None, inputs: dict[str, Any],
                    op: Callable[[Path], None]) -> tuple[Layer, dict[str, Any]]:

@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from lamina.store.lease import process_alive
+
 PREFIX = "mnt-"
 
 
@@ -35,7 +37,7 @@ def stale_workdirs(work_root: Path) -> Iterator[Path]:
     for entry in sorted(os.scandir(work_root), key=lambda e: e.name):
         if not entry.name.startswith(PREFIX) or not entry.is_dir(follow_symlinks=False):
             continue
-        if _alive(_pid_of(entry.name)):
+        if process_alive(_pid_of(entry.name)):
             continue
         try:
             fd = os.open(os.path.join(entry.path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -57,14 +59,3 @@ def _pid_of(name: str) -> int:
         return int(name[len(PREFIX) :].split("-", 1)[0])
     return 0
 
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

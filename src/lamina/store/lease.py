@@ -184,7 +184,7 @@ def leftovers(root: Path, *, exclude: str | None = None) -> list[Path]:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 old = now - entry.stat(follow_symlinks=False).st_mtime > _STALE_AFTER
-                if old or not _alive(_pid_in(entry.name)):
+                if old or not process_alive(_pid_in(entry.name)):
                     found.append(Path(entry.path))
     return found
 
@@ -230,7 +230,7 @@ def _lease_files(root: Path) -> list[Path]:
 
 def _is_live(path: Path) -> bool:
     """Locked by its owner, or its owner is running (it may not have locked it yet)."""
-    if _alive(_pid_in(path.name, position=0)):
+    if process_alive(_pid_in(path.name, position=0)):
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -265,7 +265,9 @@ def _pid_in(name: str, position: int = 1) -> int:
     return 0
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one owned by another user counts): the test every cleanup
+    of a dead lamina process's leftovers makes (leases, temp names, mount work dirs)."""
     if pid <= 0:
         return False
     try:
