@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.cli import lamina
 from helpers.images import busybox_rootfs_tar
 
 pytestmark = [
@@ -23,14 +24,6 @@ pytestmark = [
 ]
 
 SLEEP = str(random.randint(100_000, 999_999))  # a duration nothing else uses: finds the container's process
-
-
-def lamina(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "lamina", "--root", str(root), *args],
-                          capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"lamina {' '.join(args)} failed: {proc.stderr}")
-    return proc
 
 
 @pytest.fixture

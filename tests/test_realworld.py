@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.cli import lamina
 from helpers.images import busybox_rootfs_tar
 
 pytestmark = [
@@ -48,14 +49,6 @@ GOSU = """\
 user=$1; shift
 exec su -s /bin/sh -c 'exec "$@"' -- "$user" sh "$@"
 """
-
-
-def lamina(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "lamina", "--root", str(root), *args],
-                          capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"lamina {' '.join(args)} failed ({proc.returncode}): {proc.stderr}{proc.stdout[-2000:]}")
-    return proc
 
 
 @pytest.fixture(scope="module")
