@@ -161,10 +161,10 @@ def recover(store: Store, snapshotter, runtime: str = "runc") -> None:  # type: 
     """
     from lamina.runtime.runc import cleanup_stale
 
-    snapshotter.cleanup_stale(store.root / "mounts")
     state = store.root / "runc"
-    if state.is_dir() and any(state.iterdir()):
+    if state.is_dir() and any(state.iterdir()):  # first: a dead build's container may still write to its upper dir
         cleanup_stale(state, runtime=runtime)
+    snapshotter.cleanup_stale(store.root / "mounts")
     store.blobs.clean_tmp()
     tmp = store.root / "tmp"  # RUN --mount scratch dirs (bind copies); imported only when some exist
     if tmp.is_dir() and any(e.name.startswith("runmnt-") for e in os.scandir(tmp)):

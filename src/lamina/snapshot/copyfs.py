@@ -228,7 +228,10 @@ class CopySnapshotter:
         """Remove what dead processes left in ``work_root``; return how many."""
         removed = 0
         for base in stale_workdirs(work_root):
-            shutil.rmtree(base)
+            try:
+                shutil.rmtree(base)
+            except OSError:  # something still writes there (a dead build's container): next time
+                continue
             removed += 1
         return removed
 

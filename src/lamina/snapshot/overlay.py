@@ -237,9 +237,13 @@ class OverlaySnapshotter:
         for base in stale_workdirs(work_root):
             for point in mounts_under(base):
                 _umount(point, detach=True)
-            if not mounts_under(base):
+            if mounts_under(base):
+                continue
+            try:
                 shutil.rmtree(base)
-                removed += 1
+            except OSError:  # something still writes there (a container in another mount namespace): next time
+                continue
+            removed += 1
         return removed
 
 
