@@ -10,13 +10,15 @@ import functools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Concatenate, ParamSpec, TypeVar
 
 from lamina.build import events
 from lamina.build.options import BuildOptions
 from lamina.errors import ImageNotFound, LaminaError
-from lamina.oci.reference import Reference
-from lamina.store.store import Store, StoredImage, default_root
+from lamina.store.paths import default_root
+
+if TYPE_CHECKING:  # loaded where used: a memoized rebuild (build_memoized) needs neither
+    from lamina.store.store import Store, StoredImage
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -36,7 +38,44 @@ def _leased(operation: str) -> Callable[[Callable[Concatenate[Store, _P], _R]], 
 
 
 def open_store(root: Path | str | None = None) -> Store:
+    from lamina.store.store import Store
+
     return Store(Path(root) if root else default_root())
+
+
+def build_memoized(root: Path | str | None, options: BuildOptions, *,
+                   listener: events.Listener = events.ignore) -> str | None:
+    """The image ID of ``options``' build when its memo still holds (see :mod:`lamina.build.memo`), else None.
+
+    On a hit the build's output is replayed to ``listener`` and logged as a build is; nothing
+    is parsed, hashed or mounted. On None, :func:`build` does the work (and writes the memo).
+    """
+    import time
+
+    from lamina import __version__
+    from lamina.build import memo
+    from lamina.store.db import DB_FILE, Metadata
+
+    started = time.monotonic()
+    key = memo.memo_key(options, __version__)
+    store_root = Path(root) if root else default_root()
+    if key is None or not (store_root / DB_FILE).is_file():
+        return None
+    db = Metadata(store_root / DB_FILE)
+    try:
+        found = memo.recall(db, key)
+        if found is None:
+            return None
+        from lamina.build.buildlog import BuildLog
+
+        log = BuildLog(store_root, about={"context": str(options.context), "tags": list(options.tags),
+                                          "memo": True})
+        memo.replay(found, log.tee(listener), time.monotonic() - started)
+        log.finish(image=str(found["image"]))
+        db.memo_used(key, found["keys"], image=str(found["image"]), build_id=log.build_id)
+        return str(found["image"])
+    finally:
+        db.close()
 
 
 def resolver(store: Store, *, platform: str | None = None):  # type: ignore[no-untyped-def]
@@ -186,6 +225,7 @@ def pull(store: Store, name: str, *, platform: str | None = None, progress=None,
          tls_verify: bool = True) -> StoredImage:
     """``tls_verify=False``: see :func:`registry_session` (and no mirrors: the registry was named)."""
     from lamina.oci.descriptor import Platform
+    from lamina.oci.reference import Reference
     from lamina.transport.registry.pull import pull as _pull
 
     ref = Reference.parse(name)
@@ -225,6 +265,7 @@ def registry_session(domain: str, *, tls_verify: bool = True, credentials: Any =
 
 def list_tags(repository: str, *, tls_verify: bool = True) -> list[str]:
     """The tags of ``repository`` (normalized, e.g. ``docker.io/library/busybox``) in its registry."""
+    from lamina.oci.reference import Reference
     from lamina.transport.registry.pull import list_tags as _list_tags
 
     ref = Reference.parse(repository)
@@ -265,6 +306,8 @@ def push(store: Store, name: str, destination: str | None = None, *, progress=No
     from lamina.transport.registry.push import push as _push
 
     image = store.resolve(name)
+    from lamina.oci.reference import Reference
+
     ref = Reference.parse(destination or name)
     with registry_session(ref.domain, tls_verify=tls_verify) as client:  # honours insecure-registries
         result = _push(store, image, ref, client=client, progress=progress)
@@ -273,6 +316,8 @@ def push(store: Store, name: str, destination: str | None = None, *, progress=No
 
 
 def tag(store: Store, source: str, target: str) -> None:
+    from lamina.oci.reference import Reference
+
     ref = Reference.parse(target)  # parsed first: a bad target is the error even when source is missing too
     if ref.digest is not None:
         raise LaminaError(f"refusing to create a tag with a digest reference: {target}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -28,6 +29,7 @@ from lamina.build.context import SourceRoot
 from lamina.build.dockerignore import load_ignore
 from lamina.build.explain import StepInputs
 from lamina.build.layers import LayerManager
+from lamina.build.memo import MemoRecorder, memo_key
 from lamina.build.options import BuildOptions
 from lamina.build.stagerun import StageRun
 from lamina.build.stepkeys import StatCacheAdapter
@@ -48,6 +50,7 @@ if TYPE_CHECKING:  # the real ones come from api; their modules load at the firs
     from lamina.transport.cacheio import ImportedCache  # loaded only for --cache-from/--cache-to
 
 Resolver = Callable[[str, bool], StoredImage]
+_FULL_ID = re.compile(r"^(?:sha256:)?[a-f0-9]{64}$")
 # Stages built at once. A stage mostly waits on its container (its own processes), so as BuildKit
 # does we run every ready stage rather than one per core; the cap bounds threads and mounts.
 WORKERS = max(4, os.cpu_count() or 1)
@@ -103,13 +106,15 @@ class BuildRun:
     timings: dict[int, dict[int, tuple[float, bool]]] = field(default_factory=dict)  # stage → history pos → …
     _identity: str = ""
     _key_locks: KeyLocks | None = None
+    memo: MemoRecorder | None = None  # what this build's memo will watch (build/memo.py)
 
     @property
     def context(self) -> SourceRoot:
         with self._lock:
             if self._context is None:
                 ctx = self.options.context.absolute()  # absolute stat cache paths: see _PrefetchedStatCache
-                self._context = SourceRoot.context(ctx, load_ignore(ctx, self.options.dockerfile))
+                seen = self.memo.seen if self.memo is not None else None
+                self._context = SourceRoot.context(ctx, load_ignore(ctx, self.options.dockerfile), seen)
             return self._context
 
     def now(self) -> str:
@@ -148,6 +153,8 @@ class BuildRun:
         if isinstance(event, events.StepStarted | events.StepOutput) and self.cancelled.is_set():
             raise _Cancelled("cancelled: another stage failed")
         with self._lock:
+            if self.memo is not None:
+                self.memo.observe(event)
             if isinstance(event, events.StepCached):
                 self.cached_steps += 1
             if self._order is not None:
@@ -165,7 +172,14 @@ class BuildRun:
             if name not in self._bases:
                 stored = self.resolver(name, self.options.pull)
                 self._bases[name] = (stored.image, cachekey.base_key(str(stored.manifest_digest)))
+                if self.memo is not None:
+                    _memo_base(self, name, str(stored.manifest_digest))
             return self._bases[name]
+
+    def no_memo(self, reason: str) -> None:
+        """This build reads something a memo cannot watch (a URL, a Git ref): it gets none."""
+        if self.memo is not None:
+            self.memo.refuse(reason)
 
     def cache_get(self, key: str) -> dict[str, Any] | None:
         if self.options.no_cache:
@@ -306,11 +320,12 @@ class Builder:
         created = image.config.history[-1].created if image.config.history else run.now()
         stored = self.store.put_image(with_created(image, created), oci=options.oci)
         _record_steps(run, target, str(stored.id))
-        tags = []
+        tags, tag_names = [], []
         for name in options.tags:
             ref = Reference.parse(name)
             self.store.tag(ref, stored.manifest_digest)
             tags.append(ref.familiar)
+            tag_names.append(str(ref))
         for spec in options.cache_to:
             from lamina.transport.cacheio import export_cache, select_records
 
@@ -318,9 +333,16 @@ class Builder:
             export_cache(self.store, spec, select_records(records, stored.image, spec.mode))
         self.emit(events.BuildDone(stored.id.short, tuple(tags), run.cached_steps, run.total_steps,
                                    time.monotonic() - started))
+        if run.memo is not None:
+            run.memo.write(self.store.db, manifest=str(stored.manifest_digest), image_id=str(stored.id),
+                           short_id=stored.id.short, tags=tags, tag_names=tag_names, cache_keys=run.reached)
         return stored
 
     def _prepare(self, options: BuildOptions) -> BuildRun:
+        from lamina import __version__
+
+        key = memo_key(options, __version__)
+        memo = MemoRecorder(key) if key is not None else None  # before anything is read: see memo.RACY_NS
         path = options.dockerfile or options.context / "Dockerfile"
         file = path.name if options.dockerfile_text is None else "Dockerfile"
         if options.dockerfile_text is not None:
@@ -337,6 +359,13 @@ class Builder:
         run = BuildRun(options, df, file, lexer, {}, self.store, layers, self.snapshotter, self.executor,
                        self.resolver, self.emit, stat_cache=_PrefetchedStatCache(self.store.db, options.context.absolute()))
         run.listener, run.emit = self.emit, run.event
+        if memo is not None:
+            run.memo = memo
+            ctx = options.context.absolute()
+            ignores = [ctx / ".dockerignore"]
+            if options.dockerfile is not None:
+                ignores.append(options.dockerfile.absolute().parent / (options.dockerfile.name + ".dockerignore"))
+            memo.watch([path.absolute(), *ignores])
         run.global_args = self._global_args(run)
         run.total_steps = sum(1 + len(s.instructions) for s in df.stages)
         return run
@@ -376,7 +405,31 @@ class Builder:
     def _warn_unused(self, run: BuildRun) -> None:
         unused = sorted(set(run.options.build_args) - run.used_args - PROXY_ARGS)
         if unused:
-            self.emit(events.Warning_(f"One or more build-args {unused} were not consumed"))
+            run.emit(events.Warning_(f"One or more build-args {unused} were not consumed"))
+
+
+def _memo_base(run: BuildRun, name: str, manifest: str) -> None:
+    """How a memo can tell that ``name`` still names the image it did: its tag, or nothing (a digest)."""
+    from lamina.errors import ReferenceError_
+
+    if _FULL_ID.match(name):
+        assert run.memo is not None
+        run.memo.base(None, manifest)
+        return
+    try:
+        ref = Reference.parse(name)
+    except ReferenceError_:
+        ref = None
+    if ref is not None and ref.digest is not None:
+        assert run.memo is not None
+        run.memo.base(None, manifest)  # only when the store holds that very manifest: see Store.lookup
+        if run.store.db.image(str(ref.digest)) is None:
+            run.no_memo(f"{name} came through a repository digest")
+    elif ref is not None and run.store.db.tag(str(ref)) == manifest:
+        assert run.memo is not None
+        run.memo.base(str(ref), manifest)
+    else:
+        run.no_memo(f"{name} was found by an image ID prefix")
 
 
 def _record_steps(run: BuildRun, target: int, image_id: str) -> None:
@@ -450,20 +503,20 @@ class _PrefetchedStatCache(StatCacheAdapter):
         self._rows: dict[str, tuple[int, int, int, int, str]] | None = None
         self._rows_lock = threading.Lock()
 
-    def get(self, path: str, size: int, mtime_ns: int, ino: int, mode: int) -> str | None:
+    def get(self, path: str, size: int, ctime_ns: int, ino: int, mode: int) -> str | None:
         if not self._prefix or not path.startswith(self._prefix):  # "." gives relative paths: no prefix
-            return super().get(path, size, mtime_ns, ino, mode)
+            return super().get(path, size, ctime_ns, ino, mode)
         with self._rows_lock:
             if self._rows is None:
                 self._rows = self._db_.stat_under(self._prefix)
             row = self._rows.get(path)
-        return row[4] if row is not None and row[:4] == (size, mtime_ns, ino, mode) else None
+        return row[4] if row is not None and row[:4] == (size, ctime_ns, ino, mode) else None
 
-    def put(self, path: str, size: int, mtime_ns: int, ino: int, mode: int, digest: str) -> None:
+    def put(self, path: str, size: int, ctime_ns: int, ino: int, mode: int, digest: str) -> None:
         with self._rows_lock:
-            super().put(path, size, mtime_ns, ino, mode, digest)
+            super().put(path, size, ctime_ns, ino, mode, digest)
             if self._rows is not None:
-                self._rows[path] = (size, mtime_ns, ino, mode, digest)
+                self._rows[path] = (size, ctime_ns, ino, mode, digest)
 
     def flush(self) -> None:
         with self._rows_lock:  # stages flush at their ends, maybe at once

@@ -12,7 +12,7 @@ again (lower snapshots, argv, env, user, workdir, network) go to
 ``STORE/debug/<build-id>/`` for ``lamina debug``; the last
 :data:`KEEP_DEBUG` of those are kept, as upper dirs can be large.
 
-Build IDs sort by time (``20261127-161000-3fa2c1``), so "the last build" is
+Build IDs sort by time (``20261127-161000.123-3fa2c1``), so "the last build" is
 the greatest name.
 """
 
@@ -37,8 +37,10 @@ _PRUNE_SLACK = 5  # prune logs only once this many builds over the limit
 
 
 def new_build_id(now: float | None = None) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
-    return f"{stamp}-{secrets.token_hex(3)}"
+    """``20261127-161000.123-3fa2c1``: milliseconds, so builds of one second (cached ones) still sort."""
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    return f"{stamp}.{int(now * 1000) % 1000:03d}-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -78,10 +78,12 @@ class SourceRoot:
     ignore: IgnoreMatcher | None = None
     keep_owners: bool = False
     """True for a stage or image root, whose owners COPY keeps; false for the build context."""
+    seen: set[str] | None = field(default=None, compare=False, repr=False)
+    """When a set: every host path selection looks at is added (a build's memo watches them)."""
 
     @classmethod
-    def context(cls, path: Path, ignore: IgnoreMatcher | None = None) -> SourceRoot:
-        return cls(path, ignore, keep_owners=False)
+    def context(cls, path: Path, ignore: IgnoreMatcher | None = None, seen: set[str] | None = None) -> SourceRoot:
+        return cls(path, ignore, keep_owners=False, seen=seen)
 
     @classmethod
     def stage(cls, path: Path) -> SourceRoot:
@@ -113,6 +115,9 @@ class Entry:
     nlink: int
     rdev: int = 0
     link_target: str = ""
+    ctime_ns: int = 0
+    """Changes with every write, chmod or rename and cannot be set back: the stat cache's stamp
+    (an edit that restores size and mtime still misses)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +144,9 @@ class Selected:
 class StatCache(Protocol):
     """Remembers file digests by stat data, so an unchanged file is not read again."""
 
-    def get(self, path: str, size: int, mtime_ns: int, ino: int, mode: int) -> str | None: ...
+    def get(self, path: str, size: int, ctime_ns: int, ino: int, mode: int) -> str | None: ...
 
-    def put(self, path: str, size: int, mtime_ns: int, ino: int, mode: int, digest: str) -> None: ...
+    def put(self, path: str, size: int, ctime_ns: int, ino: int, mode: int, digest: str) -> None: ...
 
 
 def _entry(path: Path | str, relpath: str, info: os.stat_result | None = None) -> Entry:
@@ -165,6 +170,7 @@ def _entry(path: Path | str, relpath: str, info: os.stat_result | None = None) -
         nlink=info.st_nlink,
         rdev=info.st_rdev if kind in ("char", "block") else 0,
         link_target=os.readlink(path) if kind == "symlink" else "",
+        ctime_ns=info.st_ctime_ns,
     )
 
 
@@ -180,6 +186,8 @@ def _relative(root: SourceRoot, host: Path) -> str:
 
 def _children(root: SourceRoot, real: str) -> list[str]:
     """Names in the directory ``real``, in byte order (what Go's walk gives, on any machine)."""
+    if root.seen is not None:
+        root.seen.add(_host(root, real))
     return sorted(os.listdir(root.path / real) if real else os.listdir(root.path), key=os.fsencode)
 
 
@@ -214,6 +222,8 @@ def _scan(root: SourceRoot, real: str, below: str) -> list[Entry] | None:
 def _scan_entry(root: SourceRoot, real: str, below: str, host: str, entry: Entry) -> list[Entry] | None:
     """:func:`_scan` for an entry already made; children come from one ``scandir`` each."""
     path = _join(real, below)
+    if root.seen is not None:
+        root.seen.add(host)
     if entry.kind == "fifo" and not root.keep_owners:
         return None  # BuildKit's context transfer leaves named pipes out (Docker 20.10)
     ignored = root.ignore is not None and root.ignored(path)
@@ -243,10 +253,13 @@ def _follow(root: SourceRoot, relpath: str) -> Selected | None:
         if relpath and root.ignored(relpath):
             # The name itself was never transferred, unless it is a directory
             # that an exception re-includes something from.
-            info = os.lstat(resolve_in_root(root.path, "/" + relpath, follow_final=False))
+            named = resolve_in_root(root.path, "/" + relpath, follow_final=False, seen=root.seen)
+            if root.seen is not None:
+                root.seen.add(str(named))
+            info = os.lstat(named)
             if not stat.S_ISDIR(info.st_mode) or root.skippable(relpath):
                 return None
-        real = _relative(root, resolve_in_root(root.path, "/" + relpath, follow_final=True))
+        real = _relative(root, resolve_in_root(root.path, "/" + relpath, follow_final=True, seen=root.seen))
         entries = _scan(root, real, "")
     except (FileNotFoundError, NotADirectoryError):
         return None
@@ -289,7 +302,7 @@ def _expand(root: SourceRoot, pattern: str) -> list[tuple[str, str | None]]:
         regex = re.compile(go_glob_regex(rest), re.DOTALL)
     except ValueError as exc:
         raise ContextError(f"COPY source {pattern!r}: {exc}") from exc
-    base = resolve_in_root(root.path, "/" + literal, follow_final=True)
+    base = resolve_in_root(root.path, "/" + literal, follow_final=True, seen=root.seen)
     if not base.is_dir() or (literal and root.ignored(literal) and root.skippable(literal)):
         raise _not_found("/" + literal)
     base_real = _relative(root, base)
@@ -330,7 +343,7 @@ def _select_parents(root: SourceRoot, pattern: str) -> Selected:
     except ContextError as exc:
         raise ContextError(f"COPY source {pattern!r}: {str(exc).removeprefix('.dockerignore: ')}") from None
     try:
-        real = _relative(root, resolve_in_root(root.path, "/" + pivot, follow_final=True))
+        real = _relative(root, resolve_in_root(root.path, "/" + pivot, follow_final=True, seen=root.seen))
         top = _entry(root.path / real, "")
         if top.kind != "dir" or (pivot and root.ignored(pivot) and root.skippable(pivot)):
             raise _not_found("/" + pivot)
@@ -400,7 +413,7 @@ def file_digest(path: Path | str, entry: Entry, cache: StatCache | None = None) 
     key = str(path)
     ino = entry.inode[1]
     if cache is not None:
-        known = cache.get(key, entry.size, entry.mtime_ns, ino, entry.mode)
+        known = cache.get(key, entry.size, entry.ctime_ns, ino, entry.mode)
         if known is not None:
             return known
     try:
@@ -409,7 +422,7 @@ def file_digest(path: Path | str, entry: Entry, cache: StatCache | None = None) 
     except OSError as exc:
         raise BuildError(f"reading {path}: {exc.strerror}") from exc
     if cache is not None:
-        cache.put(key, entry.size, entry.mtime_ns, ino, entry.mode, digest)
+        cache.put(key, entry.size, entry.ctime_ns, ino, entry.mode, digest)
     return digest
 
 

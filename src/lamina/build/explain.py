@@ -168,16 +168,16 @@ class RecordingStatCache:
         self._inner = inner
         self.seen: dict[str, str] = {}
 
-    def get(self, path: str, size: int, mtime_ns: int, ino: int, mode: int) -> str | None:
-        found = self._inner.get(path, size, mtime_ns, ino, mode) if self._inner is not None else None
+    def get(self, path: str, size: int, ctime_ns: int, ino: int, mode: int) -> str | None:
+        found = self._inner.get(path, size, ctime_ns, ino, mode) if self._inner is not None else None
         if found is not None:
             self.seen[path] = found
         return found
 
-    def put(self, path: str, size: int, mtime_ns: int, ino: int, mode: int, digest: str) -> None:
+    def put(self, path: str, size: int, ctime_ns: int, ino: int, mode: int, digest: str) -> None:
         self.seen[path] = digest
         if self._inner is not None:
-            self._inner.put(path, size, mtime_ns, ino, mode, digest)
+            self._inner.put(path, size, ctime_ns, ino, mode, digest)
 
 
 def file_inputs(root: Path, selected: Sequence[Selected], seen: Mapping[str, str]) -> dict[str, tuple[str, str]]:

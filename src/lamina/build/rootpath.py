@@ -46,7 +46,7 @@ def clean(path: str) -> str:
     return joined or "."
 
 
-def resolve_in_root(root: Path, path: str, *, follow_final: bool) -> Path:
+def resolve_in_root(root: Path, path: str, *, follow_final: bool, seen: set[str] | None = None) -> Path:
     """Return the host path that ``path`` (an in-image path) names under ``root``.
 
     Every symlink met on the way is followed inside ``root``; the last
@@ -55,7 +55,7 @@ def resolve_in_root(root: Path, path: str, *, follow_final: bool) -> Path:
     exist are kept as they are, so the result may name a path to be created.
     The result never leaves ``root``.  Raises :class:`BuildError` after
     :data:`MAX_SYMLINKS` links (a loop).  Reads the filesystem (lstat,
-    readlink) but never changes it.
+    readlink) but never changes it; ``seen``, when given, gets every path it looked at.
     """
     pending = deque(path.split("/"))
     resolved: list[str] = []
@@ -73,6 +73,8 @@ def resolve_in_root(root: Path, path: str, *, follow_final: bool) -> Path:
         if is_final and not follow_final:
             resolved.append(part)
             break
+        if seen is not None:
+            seen.add(str(candidate))
         try:
             info = os.lstat(candidate)
         except (FileNotFoundError, NotADirectoryError):

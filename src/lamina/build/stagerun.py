@@ -276,6 +276,8 @@ class StageRun:
         if isinstance(instr, ins.Add) and len(instr.sources) == 1 and _git_source(instr.sources[0], where):
             return self._copy_git(instr, inputs, created_by, where, step)
         urls = [src for src in instr.sources if is_url(src)]
+        if urls:
+            run.no_memo("ADD of a URL")  # what the URL serves may change; a build asks it again
         picked = [[src] if is_url(src) else _select(run.context, instr, (src,), where) for src in instr.sources]
         selected = [s for group in picked for s in group if not isinstance(s, str)]
         inputs["sources"] = checksum(run.context, selected, self._recording(selected)) if selected else None
@@ -300,6 +302,7 @@ class StageRun:
 
         source = _git_source(instr.sources[0], where)
         assert source is not None
+        self.run.no_memo("ADD of a Git repository")  # its ref may move; a build resolves it again
         store_root, workdir = self.run.store.root, inputs["workdir"]
         with _download_dir(store_root, True) as tmp:
             commit = _in_step(lambda: gitsource.resolve(source, checksum=instr.checksum, scratch=tmp), where)
@@ -516,7 +519,7 @@ class StageRun:
                 "mounts": mounts or [], "context": str(run.context.path)})  # RUN --mounts, for lamina debug
         except (OSError, LaminaError):
             return None
-        from lamina.store.store import default_root
+        from lamina.store.paths import default_root
 
         root = "" if run.store.root.resolve() == default_root().resolve() else f" --root {run.store.root}"
         return f"(to debug it: lamina{root} debug {run.log.build_id})"

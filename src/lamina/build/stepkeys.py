@@ -91,11 +91,11 @@ class StatCacheAdapter:
         self._db = db
         self._pending: list[tuple[str, int, int, int, int, str]] = []
 
-    def get(self, path: str, size: int, mtime_ns: int, ino: int, mode: int) -> str | None:
-        return self._db.stat_get(path, size, mtime_ns, ino, mode)
+    def get(self, path: str, size: int, ctime_ns: int, ino: int, mode: int) -> str | None:
+        return self._db.stat_get(path, size, ctime_ns, ino, mode)
 
-    def put(self, path: str, size: int, mtime_ns: int, ino: int, mode: int, digest: str) -> None:
-        self._pending.append((path, size, mtime_ns, ino, mode, digest))
+    def put(self, path: str, size: int, ctime_ns: int, ino: int, mode: int, digest: str) -> None:
+        self._pending.append((path, size, ctime_ns, ino, mode, digest))
 
     def flush(self) -> None:
         if self._pending:

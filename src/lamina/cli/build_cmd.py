@@ -106,23 +106,29 @@ def build(ctx: click.Context, context: Path, tags: tuple[str, ...], dockerfile: 
         timestamp=timestamp, oci=oci, cache_from=_cache_specs(cache_from, export=False),
         cache_to=_cache_specs(cache_to, export=True), secrets=_secrets(secrets),
     )
-    store = store_of(ctx)
+    quiet = quiet or progress == "quiet"
+    store = None
     try:
         from lamina.cli.progress import build_progress  # --progress: a live view, lines or JSON
 
-        quiet = quiet or progress == "quiet"
         with build_progress(progress, ClassicRenderer(quiet=quiet, explain=explain)) as listener:
-            stored = api.build(store, options, listener=listener, snapshotter=snapshotter, runtime=runtime)
+            # unchanged inputs: the memo answers without opening the store (build/memo.py)
+            image_id = api.build_memoized(ctx.find_root().obj["root"], options, listener=listener)
+            if image_id is None:
+                store = store_of(ctx)
+                image_id = str(api.build(store, options, listener=listener, snapshotter=snapshotter,
+                                         runtime=runtime).id)
     except LaminaError as exc:
         from lamina.cli.debug_cmds import debug_after_failure
 
-        if not (debug_shell and sys.stdin.isatty()) or not debug_after_failure(store, exc, snapshotter, runtime):
+        if store is None or not (debug_shell and sys.stdin.isatty()) or not debug_after_failure(
+                store, exc, snapshotter, runtime):
             raise
         ctx.exit(1)
     if quiet:
-        click.echo(str(stored.id))
+        click.echo(image_id)
     if iidfile:
-        iidfile.write_text(str(stored.id))
+        iidfile.write_text(image_id)
 
 
 COMMANDS = [build]

@@ -17,7 +17,10 @@ from pathlib import Path
 
 # 2: cache_lineage and image_steps (explaining misses, history timings)
 # 3: repo_digests (inspect's RepoDigests after push and pull)
-SCHEMA_VERSION = 3
+# 4: build_memo (a rebuild of unchanged inputs answered without parsing or walking the cache);
+#    stat_cache keyed by ctime instead of mtime (dropped on upgrade: it is only a cache)
+SCHEMA_VERSION = 4
+DB_FILE = "lamina.db"  # in the store's root
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -50,7 +53,7 @@ CREATE TABLE IF NOT EXISTS cache (
 CREATE TABLE IF NOT EXISTS stat_cache (
     path TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,      -- no edit keeps it (mtime can be set back); mtime_ns before v4
     ino INTEGER NOT NULL,
     mode INTEGER NOT NULL,
     digest TEXT NOT NULL
@@ -80,6 +83,12 @@ CREATE TABLE IF NOT EXISTS image_steps (
     build TEXT NOT NULL,            -- the build ID (see lamina logs)
     PRIMARY KEY (config, position)
 );
+-- whole builds by their inputs (build/memo.py): what an unchanged rebuild would print and produce
+CREATE TABLE IF NOT EXISTS build_memo (
+    key TEXT PRIMARY KEY,           -- digest of the build's options (memo.memo_key)
+    record TEXT NOT NULL,           -- JSON: watched files, bases, cache keys, image, events
+    used REAL NOT NULL
+);
 -- where an image is known remotely by digest: docker's RepoDigests (name@sha256:...)
 CREATE TABLE IF NOT EXISTS repo_digests (
     manifest TEXT NOT NULL,         -- the local image's manifest digest
@@ -108,7 +117,9 @@ class Metadata:
             self._conn.execute("PRAGMA journal_mode = WAL")
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version < SCHEMA_VERSION:
-            self._conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
+            upgrade = "DROP TABLE IF EXISTS stat_cache;" if 0 < version < 4 else ""
+            self._conn.executescript(
+                f"BEGIN IMMEDIATE;{upgrade}{_SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
 
     @property
     def _conn(self) -> sqlite3.Connection:
@@ -224,6 +235,42 @@ class Metadata:
         with self.transaction() as conn:
             conn.executemany("UPDATE cache SET used=? WHERE key=?", ((now, k) for k in keys))
 
+    def cache_all_present(self, keys: Iterable[str]) -> bool:
+        """Whether every one of ``keys`` has a record (a memo stands only while its steps' records do)."""
+        wanted = set(keys)
+        found = 0
+        listed = list(wanted)
+        for start in range(0, len(listed), 500):  # SQLite's bound-parameter limit
+            chunk = listed[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found += self._conn.execute(f"SELECT count(*) FROM cache WHERE key IN ({marks})", chunk).fetchone()[0]
+        return found == len(wanted)
+
+    # whole-build memos (build/memo.py) ---------------------------------------------
+    def memo_get(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT record FROM build_memo WHERE key=?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def memo_put(self, key: str, record: str, *, keep_seconds: float = 30 * 86400) -> None:
+        """Store a memo; memos unused for ``keep_seconds`` go at the same time (they are only a shortcut)."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO build_memo(key, record, used) VALUES (?,?,?)", (key, record, now))
+            conn.execute("DELETE FROM build_memo WHERE used < ?", (now - keep_seconds,))
+
+    def memo_used(self, key: str, cache_keys: Iterable[str], *, image: str, build_id: str) -> None:
+        """A memo answered a build: it and the cache records behind it count as used now, and
+        the image's steps as taken from the cache by that build (as a fully cached build records)."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute("UPDATE build_memo SET used=? WHERE key=?", (now, key))
+            conn.executemany("UPDATE cache SET used=? WHERE key=?", ((now, k) for k in cache_keys))
+            if conn.execute("SELECT 1 FROM image_steps WHERE config=? AND cached=0 LIMIT 1", (image,)).fetchone():
+                conn.execute("UPDATE image_steps SET cached=1, build=? WHERE config=?", (build_id, image))
+
+    def memo_clear(self) -> int:
+        return self._conn.execute("DELETE FROM build_memo").rowcount
+
     def cache_put(self, key: str, record: str) -> None:
         now = time.time()
         self._conn.execute("INSERT OR REPLACE INTO cache(key, record, created, used) VALUES (?,?,?,?)",
@@ -244,25 +291,25 @@ class Metadata:
         self._conn.executemany("DELETE FROM cache WHERE key=?", ((k,) for k in keys))
 
     # stat cache -----------------------------------------------------------------
-    def stat_get(self, path: str, size: int, mtime_ns: int, ino: int, mode: int) -> str | None:
+    def stat_get(self, path: str, size: int, ctime_ns: int, ino: int, mode: int) -> str | None:
         row = self._conn.execute(
-            "SELECT digest FROM stat_cache WHERE path=? AND size=? AND mtime_ns=? AND ino=? AND mode=?",
-            (path, size, mtime_ns, ino, mode)).fetchone()
+            "SELECT digest FROM stat_cache WHERE path=? AND size=? AND ctime_ns=? AND ino=? AND mode=?",
+            (path, size, ctime_ns, ino, mode)).fetchone()
         return str(row[0]) if row else None
 
     def stat_under(self, directory: str) -> dict[str, tuple[int, int, int, int, str]]:
-        """Every stat cache row below ``directory``: path → (size, mtime_ns, ino, mode, digest).
+        """Every stat cache row below ``directory``: path → (size, ctime_ns, ino, mode, digest).
 
         One range scan of the primary key, so a build's context costs one query, not one per file.
         """
         low = directory.rstrip("/") + "/"
-        rows = self._conn.execute("SELECT path, size, mtime_ns, ino, mode, digest FROM stat_cache "
+        rows = self._conn.execute("SELECT path, size, ctime_ns, ino, mode, digest FROM stat_cache "
                                   "WHERE path >= ? AND path < ?", (low, low[:-1] + "0"))
         return {r[0]: (r[1], r[2], r[3], r[4], r[5]) for r in rows}
 
     def stat_put_many(self, rows: Iterable[tuple[str, int, int, int, int, str]]) -> None:
         with self.transaction() as conn:
-            conn.executemany("INSERT OR REPLACE INTO stat_cache(path, size, mtime_ns, ino, mode, digest) "
+            conn.executemany("INSERT OR REPLACE INTO stat_cache(path, size, ctime_ns, ino, mode, digest) "
                              "VALUES (?,?,?,?,?,?)", rows)
 
     # remote sources (for cross-repository blob mounts) ---------------------------

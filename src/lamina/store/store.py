@@ -17,7 +17,6 @@ blobs first, then the image row, then the tag.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import sqlite3
 from collections.abc import Mapping
@@ -33,20 +32,12 @@ from lamina.oci.digest import Digest
 from lamina.oci.manifest import Index, Manifest, decode
 from lamina.oci.reference import Reference
 from lamina.store.blobs import BlobStore
-from lamina.store.db import Metadata
+from lamina.store.db import DB_FILE, Metadata
+from lamina.store.paths import default_root  # noqa: F401  (its home before paths.py)
 
 _ID_PREFIX = re.compile(r"^(?:sha256:)?([a-f0-9]{4,64})$")
 
 
-def default_root() -> Path:
-    """``$LAMINA_ROOT``, else ``/var/lib/lamina`` for root, else the XDG data dir."""
-    env = os.environ.get("LAMINA_ROOT")
-    if env:
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/lib/lamina")
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(data) / "lamina"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +62,7 @@ class Store:
         self.blobs.init()
         self.snapshots_dir = self.root / "snapshots"
         self.snapshots_dir.mkdir(exist_ok=True)
-        self.db = Metadata(self.root / "lamina.db")
+        self.db = Metadata(self.root / DB_FILE)
 
     def close(self) -> None:
         self.db.close()
