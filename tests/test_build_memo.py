@@ -47,7 +47,7 @@ def test_the_key_follows_every_option_that_changes_the_result(tmp_path: Path) ->
     assert memo_key(base, "1.1") != key  # another lamina may build differently
 
 
-@pytest.mark.parametrize("change", [{"no_cache": True}, {"pull": True}, {"no_cache_filter": ("a",)},
+@pytest.mark.parametrize("change", [{"pull": True}, {"no_cache_filter": ("a",)},
                                     {"dockerfile_text": "FROM scratch"}])
 def test_builds_that_depend_on_more_than_files_get_no_memo(tmp_path: Path, change: dict[str, object]) -> None:
     assert memo_key(BuildOptions(context=tmp_path, **change), "1.0") is None  # type: ignore[arg-type]
@@ -262,8 +262,29 @@ def test_a_moved_base_tag_a_removed_image_and_a_moved_tag_are_seen(root: Path, c
 
 
 @pytest.mark.integration
-def test_no_cache_never_takes_the_memo(root: Path, ctx: Path) -> None:
+def test_no_cache_never_takes_the_memo_but_leaves_one_when_nothing_changed(root: Path, ctx: Path) -> None:
     _build(root, ctx)
     _build(root, ctx)
-    out, _ = _build(root, ctx, "--no-cache")
+    out, rebuilt = _build(root, ctx, "--no-cache")
     assert _last_build(root).get("memo") is None and "Using cache" not in out
+    _, again = _build(root, ctx)  # every RUN made the same files again: the memo stands for this build
+    assert _last_build(root).get("memo") is True and again == rebuilt
+
+
+@pytest.mark.integration
+def test_after_a_no_cache_build_that_made_other_content_the_next_build_gives_its_image(
+        root: Path, tmp_path: Path) -> None:
+    ctx = tmp_path / "random"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox:test\nRUN cat /proc/sys/kernel/random/uuid > /id\n"
+                                    "RUN cp /id /copy\nENV DONE=1\n")
+    time.sleep(0.1)
+    first = lamina(root, "build", "-q", "-t", "memo:random", str(ctx)).stdout.strip()
+    other = lamina(root, "build", "-q", "--no-cache", "-t", "memo:random", str(ctx)).stdout.strip()
+    assert other != first
+    _forget_memos(root)  # the slow path follows the records to the new chain ...
+    assert lamina(root, "build", "-q", "-t", "memo:random", str(ctx)).stdout.strip() == other
+    again = lamina(root, "build", "-q", "-t", "memo:random", str(ctx)).stdout.strip()
+    assert _last_build(root).get("memo") is True and again == other  # ... and the memo says so too
+    ran = lamina(root, "run", "--rm", "memo:random", "sh", "-c", "cmp /id /copy && echo same").stdout
+    assert ran.strip() == "same"

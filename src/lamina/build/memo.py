@@ -17,7 +17,7 @@ Sound by construction rather than by heuristics: any change to a watched path
 changes its ctime, which no one can set; a memo is not written when a watched
 path changed after the build started (a write in the same clock tick as the read
 could otherwise go unseen, git's "racy clean" case). Builds that depend on more
-than files and tags never get a memo: ``--no-cache[-filter]``, ``--pull``,
+than files and tags never get a memo: ``--no-cache-filter``, ``--pull``,
 ``--cache-from/--cache-to``, a Dockerfile on stdin, ADD of URLs or Git, a base
 named by ID prefix. Memos are a shortcut only: losing them costs one slow build.
 """
@@ -48,8 +48,12 @@ Signature = tuple[int, int, int, int, int, int] | None
 
 
 def memo_key(options: BuildOptions, version: str) -> str | None:
-    """The key of a build's memo, from everything it was asked; None when it may not have one."""
-    if (options.no_cache or options.no_cache_filter or options.pull or options.dockerfile_text is not None
+    """The key of the memo of ``options``' normal build, from everything it was asked; None when none may be.
+
+    ``--no-cache`` is left out: such a build records the memo of the normal build that follows
+    it, which gives the same image (see ``StageRun._rerun_key``), and it never uses one.
+    """
+    if (options.no_cache_filter or options.pull or options.dockerfile_text is not None
             or options.cache_from or options.cache_to):
         return None
     context = os.path.realpath(options.context)

@@ -329,6 +329,8 @@ class StageRun:
         def build(_record: dict[str, Any] | None) -> tuple[Layer, dict[str, Any], str, bool]:
             layer, cached = self._link_layer(inputs, op)
             record = {"created": run.now(), "layer": _layer_json(layer)}
+            if self.no_cache:
+                return layer, record, self._rerun_key(key, layer, record), cached
             run.cache_put(key, record)
             return layer, record, key, cached
 
@@ -396,7 +398,7 @@ class StageRun:
                 hit = self._hit(key)
                 if hit is None:
                     return build(self._cache_get(key))
-        return hit[0], hit[1], key, True
+        return hit[0], hit[1], str(hit[1].get("chain", key)), True  # see _rerun_key
 
     def _hit(self, key: str) -> tuple[Layer, dict[str, Any]] | None:
         """The record of ``key`` and its layer, when both are there (a pruned blob is a miss)."""
@@ -431,19 +433,20 @@ class StageRun:
     def _rerun_key(self, key: str, layer: Layer, record: dict[str, Any]) -> str:
         """The chain key after a step that ran despite a record (--no-cache, --no-cache-filter).
 
-        A record keeps the first layer made for its key, so the records always form chains that
-        one build made. When the run made other content, the steps after it get new keys (the
-        parent key salted with the new layer), so nothing downstream is reused from the old one.
+        This run's record replaces the old one, so the next normal build gives this build's
+        image, as docker's does after ``--no-cache``. When the run made other content, the steps
+        after it get new keys (the parent key salted with the new layer), so no record made on
+        top of the old content is reused; the record under ``key`` then names that new chain
+        (``"chain"``), which a later hit continues on (:meth:`_hit_or_build`).
         """
         raw = self.run.store.db.cache_get(key, touch=False)
         previous = _cached_layer(self.run, json.loads(raw) if raw else None)
-        if previous is None:  # no record, or its blob is gone: this run's layer is the record
+        if previous is None or previous.digest == layer.digest:  # no record, its blob gone, or the same
             self.run.cache_put(key, record)
-            return key
-        if previous.digest == layer.digest:
             return key
         salted = cachekey.step_key(key, "rebuilt", {"layer": str(layer.digest)})
         self.run.cache_put(salted, record)
+        self.run.cache_put(key, {**record, "chain": salted})
         return salted
 
     # explaining misses, keeping a failed RUN (build/explain.py, build/buildlog.py) ---------------------
