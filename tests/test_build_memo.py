@@ -47,6 +47,16 @@ def test_the_key_follows_every_option_that_changes_the_result(tmp_path: Path) ->
     assert memo_key(base, "1.1") != key  # another lamina may build differently
 
 
+def test_the_key_changes_with_lamina_s_own_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamina.build import memo
+
+    options = BuildOptions(context=tmp_path)
+    key = memo_key(options, "1.0")
+    assert memo.code_stamp() > 0
+    monkeypatch.setattr(memo, "code_stamp", lambda: 1)
+    assert memo_key(options, "1.0") != key  # an edited checkout is not the code that made the memo
+
+
 @pytest.mark.parametrize("change", [{"pull": True}, {"no_cache_filter": ("a",)},
                                     {"dockerfile_text": "FROM scratch"}])
 def test_builds_that_depend_on_more_than_files_get_no_memo(tmp_path: Path, change: dict[str, object]) -> None:
