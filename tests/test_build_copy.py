@@ -497,3 +497,47 @@ def test_link_layer_is_reused_when_an_earlier_step_changes(tmp_path: Path) -> No
     assert second[-2].digest == first[-2].digest and second[-3].digest != first[-3].digest
     with pytest.raises(BuildError, match=r"Dockerfile:2: --chown=app with --link: use numeric ids"):
         _build(tmp_path, "FROM busybox:test\nCOPY --link --chown=app d/ /app/\n", {})
+
+
+def test_a_large_tree_copied_on_threads_is_the_tree_copied_in_order(tmp_path: Path) -> None:
+    from lamina.build import copy as copy_module
+
+    files: dict[str, str | bytes] = {f"tree/d{i % 7}/s{i % 3}/f{i}.txt": f"content {i}\n" * (i % 5) for i in range(200)}
+    src = _ctx(tmp_path, files)
+    for i, name in enumerate(sorted(files)):
+        path = src.path / name
+        path.chmod(0o600 + (i % 3) * 0o11)
+        os.utime(path, ns=(1_000_000_000 * i, 1_000_000_000 * (i + 7)))
+    for i, folder in enumerate(sorted({os.path.dirname(n) for n in files})):
+        os.utime(src.path / folder, ns=(5_000_000_000 + i, 6_000_000_000 + i))
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    serial.mkdir()
+    parallel.mkdir()
+    copy_into(parallel, select(src, ["tree"]), "/t/", src_root=src, chown=(7, 8))
+    original = copy_module._PARALLEL_FROM
+    copy_module._PARALLEL_FROM = 10**9
+    try:
+        copy_into(serial, select(src, ["tree"]), "/t/", src_root=src, chown=(7, 8))
+    finally:
+        copy_module._PARALLEL_FROM = original
+
+    def details(root: Path) -> dict[str, tuple[int, ...]]:
+        out = {}
+        for path in sorted(root.rglob("*")):
+            st = path.lstat()
+            content = hash(path.read_bytes()) if path.is_file() else 0
+            out[str(path.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, content)
+        return out
+
+    made, expected = details(parallel), details(serial)
+    assert made.pop("t")[:3] == expected.pop("t")[:3]  # the destination itself is made now
+    assert made == expected and len(made) > 200
+
+
+def test_a_file_that_cannot_be_copied_on_a_thread_fails_the_copy(tmp_path: Path) -> None:
+    files: dict[str, str | bytes] = {f"many/f{i:03d}": "x" for i in range(64)}
+    src = _ctx(tmp_path, files)
+    root = _root(tmp_path)
+    (root / "dest" / "f050").mkdir(parents=True)  # a directory where a file must go
+    with pytest.raises(BuildError, match="cannot replace directory f050"):
+        copy_into(root, select(src, ["many"]), "/dest/", src_root=src)
