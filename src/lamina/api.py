@@ -59,7 +59,7 @@ def build_memoized(root: Path | str | None, options: BuildOptions, *,
     started = time.monotonic()
     key = memo.memo_key(options, __version__)
     store_root = Path(root) if root else default_root()
-    if key is None or not (store_root / DB_FILE).is_file():
+    if key is None or options.no_cache or not (store_root / DB_FILE).is_file():
         return None
     db = Metadata(store_root / DB_FILE)
     try:
