@@ -6,6 +6,7 @@ what we pushed as an independent client.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -32,7 +33,7 @@ from lamina.transport.credentials import CredentialStore
 from lamina.transport.registry.client import RegistryClient
 from lamina.transport.registry.events import BlobProgress, Event
 from lamina.transport.registry.pull import pull
-from lamina.transport.registry.push import PushResult, push
+from lamina.transport.registry.push import SMALL_BLOB, PushResult, push, route
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +116,73 @@ def test_cross_repository_mount(registry: RunningRegistry, source: tuple[Store, 
     assert len(mounts) == 3 and all("from=lamina%2F" in q and "mounted" not in q for q in mounts)
     assert recorder.uploads() == []
     assert {e.status for e in events if isinstance(e, BlobProgress)} == {"mounted"}
+    assert [m for m, _, _ in recorder.requests if m == "HEAD"] == []  # a mount says it all in one round trip
+
+
+# --- fewest round trips per blob (push.route) ---------------------------------------------
+
+HOST = "reg.example:5000"
+
+
+@pytest.mark.parametrize(("known", "size", "expected"), [
+    ((), 10, (False, None)),                                    # recorded nowhere, small: upload unasked
+    ((), SMALL_BLOB + 1, (True, None)),                         # recorded nowhere, big: HEAD first
+    ((f"{HOST}/team/app",), SMALL_BLOB + 1, (True, None)),      # in the target: HEAD (it is likely there)
+    ((f"{HOST}/team/base",), SMALL_BLOB + 1, (False, "team/base")),  # elsewhere on the registry: mount
+    ((f"{HOST}/team/app", f"{HOST}/team/z", f"{HOST}/team/b"), 10, (True, "team/b")),  # HEAD, then mount
+    (("docker.io/library/busybox", f"{HOST}5/x"), 10, (False, None)),  # other registries do not count
+])
+def test_route(known: tuple[str, ...], size: int, expected: tuple[bool, str | None]) -> None:
+    assert route(known, Reference.parse(f"{HOST}/team/app:v1"), size) == expected
+
+
+def test_small_blobs_recorded_nowhere_go_up_without_a_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           registry: RunningRegistry) -> None:
+    # the module itself: the package's ``push`` is the function
+    monkeypatch.setattr(importlib.import_module("lamina.transport.registry.push"), "SMALL_BLOB", 100_000)
+    store = Store(tmp_path / "src")
+    image = make_image(store, {"small": b"s" * 100}, {"big": os.urandom(150_000)})
+    big = max(image.manifest.layers, key=lambda layer: layer.size)
+    recorder = Recorder()
+    with recorder.client(registry.host) as client:
+        push(store, image, Reference.parse(f"{registry.host}/lamina/unasked:v1"), client=client)
+    heads = [p for m, p, _ in recorder.requests if m == "HEAD"]
+    assert heads == [f"/v2/lamina/unasked/blobs/{big.digest}"]
+    assert len(recorder.uploads()) == 3  # both layers and the config
+    assert pull(Store(tmp_path / "dest"), Reference.parse(f"{registry.host}/lamina/unasked:v1")).manifest_digest \
+        == image.manifest_digest
+
+
+def test_a_blob_missing_locally_is_still_mounted(tmp_path: Path, registry: RunningRegistry) -> None:
+    store = Store(tmp_path / "src")
+    image = make_image(store, {"etc/only-there": os.urandom(1000)})
+    push(store, image, Reference.parse(f"{registry.host}/lamina/keeper:v1"))
+    layer = image.manifest.layers[0].digest
+    store.blobs.delete(layer)
+    events: list[Event] = []
+    push(store, image, Reference.parse(f"{registry.host}/lamina/borrower:v1"), progress=events.append)
+    assert {(e.digest, e.status) for e in events if isinstance(e, BlobProgress)} >= {(layer, "mounted")}
+
+
+def test_refused_mount_of_a_blob_the_repository_holds_uploads_nothing(tmp_path: Path,
+                                                                      registry: RunningRegistry) -> None:
+    """A recorded source that no longer holds the blob: the mount opens an upload, the HEAD then finds
+    the blob in the target, and the upload is cancelled."""
+    files = {"etc/hello": b"again\n"}
+    first, second = Store(tmp_path / "one"), Store(tmp_path / "two")
+    image, same = make_image(first, files), make_image(second, files)
+    assert image.manifest_digest == same.manifest_digest
+    ref = Reference.parse(f"{registry.host}/lamina/held:v1")
+    push(first, image, ref)
+    for digest in _blobs(same):
+        second.db.add_source(f"{registry.host}/lamina/gone", str(digest))
+    recorder = Recorder()
+    events: list[Event] = []
+    with recorder.client(registry.host) as client:
+        push(second, same, ref, client=client, progress=events.append)
+    methods = sorted(m for m, _, _ in recorder.requests)
+    assert methods == ["DELETE", "DELETE", "HEAD", "HEAD", "POST", "POST", "PUT"]  # the PUT: the manifest
+    assert {e.status for e in events if isinstance(e, BlobProgress)} == {"exists"}
 
 
 def test_chunked_upload_above_the_threshold(tmp_path: Path, registry: RunningRegistry) -> None:

@@ -17,7 +17,6 @@ import binascii
 import contextlib
 import json
 import os
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +72,8 @@ def default_config_dir() -> Path:
 
 def run_helper(program: str, action: str, stdin: bytes) -> bytes:
     """Run ``program action`` feeding ``stdin``; the helper's stdout on success."""
+    import subprocess  # only here: most registries are used without a helper (start-up cost)
+
     try:
         proc = subprocess.run([program, action], input=stdin, capture_output=True, timeout=60, check=False)
     except FileNotFoundError as exc:

@@ -1,17 +1,29 @@
 """Pushing an image: missing blobs first, then the manifest, byte for byte as stored.
 
-Per blob, the cheapest way that works: skip it when the repository has it
-(HEAD); mount it from another repository of the same registry we know holds
-it (``db.sources``); else upload it, in one PUT below ``chunk_size`` or in
-PATCH chunks above. Layers and the config go in parallel (each blob's HEAD,
-POST and PUT overlap the others'); the manifest goes last, so the registry never
-holds a manifest whose blobs are missing. The
-manifest bytes are the stored ones, so the remote digest equals the local one.
+Per blob, the fewest round trips that work, chosen from what the store
+knows (``db.sources``: the repositories we pushed it to or pulled it from):
+
+- recorded in the target repository: HEAD it (it is most likely there);
+- recorded in another repository of the registry: mount it from there at once
+  (a 201 says it is there, whatever the target held); a refused mount opens
+  an upload session, which a HEAD then uses or, when the blob is there, cancels;
+- recorded nowhere on the registry and small (``SMALL_BLOB``): upload it
+  without asking, as docker does for blobs it has no record of: the HEAD
+  would add a round trip to every new blob, to spare re-sending a small one;
+- else HEAD, then upload. A blob missing from the local store is always
+  asked about first, and can still be mounted.
+
+An upload goes in one PUT below ``chunk_size`` or in PATCH chunks above.
+Layers and the config go in parallel (each blob's requests overlap the
+others'); the manifest goes last, so the registry never holds a manifest
+whose blobs are missing. The manifest bytes are the stored ones, so the
+remote digest equals the local one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -28,6 +40,7 @@ from lamina.transport.registry.events import BlobKind, Emitter, Progress
 from lamina.transport.registry.parallel import WORKERS, run_all
 
 CHUNK_SIZE = 32 << 20  # blobs up to this size go in one request; larger ones in chunks of it
+SMALL_BLOB = 1 << 20  # a blob recorded nowhere goes up unasked up to this size (a round trip's worth)
 READ_SIZE = 1 << 20
 _OCTETS = "application/octet-stream"
 
@@ -73,32 +86,75 @@ def push(store: Store, image: StoredImage, ref: Reference, *, client: RegistryCl
     try:
         job = _Push(store, session, ref, Emitter(progress), max(1, chunk_size))
         layers = {d.digest: d for d in image.manifest.layers if _distributable(d)}
-        mounts = {d: _mount_source(store, ref, d) for d in [*layers, image.manifest.config.digest]}
         blobs: list[tuple[Descriptor, BlobKind]] = [(d, "layer") for d in layers.values()]
         blobs.append((image.manifest.config, "config"))
-        run_all(lambda blob: _push_blob(job, *blob, mounts[blob[0].digest]), blobs, workers)
+        routes = {d.digest: route(store.db.sources(str(d.digest)), ref, d.size) for d, _ in blobs}
+        blobs.sort(key=lambda blob: _longest_first(routes[blob[0].digest], blob[0].size))
+        run_all(lambda blob: _push_blob(job, *blob, routes[blob[0].digest]), blobs, workers)
         data = store.blobs.read(image.manifest_digest)
         digest = _put_manifest(job, data, image.manifest.media_type, ref.tag or str(image.manifest_digest))
-        for blob in [*layers, image.manifest.config.digest, digest]:
-            store.db.add_source(ref.repository, str(blob))
+        with store.db.transaction():  # one commit for all of them
+            for blob in [*layers, image.manifest.config.digest, digest]:
+                store.db.add_source(ref.repository, str(blob))
         return PushResult(digest, len(data))
     finally:
         if client is None:
             session.close()
 
 
-def _push_blob(job: _Push, desc: Descriptor, kind: BlobKind, mount_from: str | None = None) -> None:
-    """Make ``desc``'s blob exist in the repository: skip, mount from ``mount_from``, or upload."""
+def route(repositories: Iterable[str], ref: Reference, size: int) -> tuple[bool, str | None]:
+    """How a blob of ``size`` bytes, known to be in ``repositories`` (``domain/path``), gets to ``ref``:
+    whether to HEAD it first, and the repository of ``ref``'s registry to mount it from (see above)."""
+    held = sorted({path for domain, _, path in (r.partition("/") for r in repositories) if domain == ref.domain})
+    source = next((path for path in held if path != ref.path), None)
+    if ref.path in held:
+        return True, source
+    return (False, source) if source is not None else (size > SMALL_BLOB, None)
+
+
+def _longest_first(plan: tuple[bool, str | None], size: int) -> tuple[int, int]:
+    """A sort key that starts the likely longest chains of requests before the workers fill up:
+    a big blob to ask about (then maybe upload), a small one to upload, then single requests."""
+    check, source = plan
+    if check and source is None and size > SMALL_BLOB:
+        return 0, -size
+    return (1 if (check, source) == (False, None) else 2), -size
+
+
+def _push_blob(job: _Push, desc: Descriptor, kind: BlobKind, plan: tuple[bool, str | None] = (True, None)) -> None:
+    """Make ``desc``'s blob exist in the repository: skip, mount, or upload (``plan``: see :func:`route`)."""
     digest = desc.digest
-    if blob_exists(job.client, job.ref.path, digest, what=job.what):
+    local = job.store.blobs.has(digest)
+    check, source = plan if local else (True, plan[1])  # a blob we cannot send must be asked about
+    location: str | None = None
+    if not check and source is not None:
+        if (location := _mount_or_open(job, desc, kind, source)) is None:
+            return
+        check, source = True, None  # refused: the repository may hold it all the same
+    if check and blob_exists(job.client, job.ref.path, digest, what=job.what):
+        if location is not None:
+            _abandon(job, location)
         job.emit.blob(digest, kind, "exists", desc.size, desc.size)
         return
-    if not job.store.blobs.has(digest):
-        raise StoreError(f"{job.what}: blob {digest} is in neither the registry nor the local store")
-    location = _mount(job, digest, mount_from) if mount_from else _start_upload(job)
-    if location is None:
-        job.emit.blob(digest, kind, "mounted", desc.size, desc.size)
+    if location is None and source is not None and (location := _mount_or_open(job, desc, kind, source)) is None:
         return
+    if not local:
+        if location is not None:
+            _abandon(job, location)
+        raise StoreError(f"{job.what}: blob {digest} is in neither the registry nor the local store")
+    _upload(job, location or _start_upload(job), digest, kind)
+
+
+def _mount_or_open(job: _Push, desc: Descriptor, kind: BlobKind, source: str) -> str | None:
+    """Mount from ``source``: None when mounted, else the upload session the refusal left us."""
+    location = _mount(job, desc.digest, source)
+    if location is None:
+        job.emit.blob(desc.digest, kind, "mounted", desc.size, desc.size)
+    return location
+
+
+def _upload(job: _Push, location: str, digest: Digest, kind: BlobKind) -> None:
+    """Send the blob into the upload session at ``location``: one PUT, or PATCH chunks and a closing PUT."""
     size = job.store.blobs.size(digest)
     body: Body
     if size > job.chunk_size:
@@ -157,6 +213,12 @@ def _mount(job: _Push, digest: Digest, source: str) -> str | None:
     return _start_upload(job)  # mounting is an optimisation: any refusal means a normal upload
 
 
+def _abandon(job: _Push, location: str) -> None:
+    """Cancel an upload session we no longer need; the registry would expire it anyway."""
+    with contextlib.suppress(RegistryError):  # AuthError is one too
+        job.client.request("DELETE", location, scope=job.scope, what=job.what, retry=False).close()
+
+
 def _start_upload(job: _Push) -> str:
     response = job.client.request("POST", f"/v2/{job.ref.path}/blobs/uploads/", scope=job.scope,
                                   what=job.what, retry=True)
@@ -206,18 +268,9 @@ def _octets(length: int) -> dict[str, str]:
     return {"Content-Type": _OCTETS, "Content-Length": str(length)}
 
 
-def _mount_source(store: Store, ref: Reference, digest: Digest) -> str | None:
-    """Another repository on ``ref``'s registry known to hold ``digest``."""
-    for repository in sorted(store.db.sources(str(digest))):
-        domain, _, path = repository.partition("/")
-        if domain == ref.domain and path != ref.path:
-            return path
-    return None
-
-
 def _distributable(desc: Descriptor) -> bool:
     """Foreign (Windows base) layers stay where their URLs point; registries refuse them."""
     return "foreign" not in desc.media_type and "nondistributable" not in desc.media_type
 
 
-__all__ = ["CHUNK_SIZE", "PushResult", "blob_exists", "push"]
+__all__ = ["CHUNK_SIZE", "SMALL_BLOB", "PushResult", "blob_exists", "push", "route"]
