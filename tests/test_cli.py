@@ -87,3 +87,16 @@ def test_image_commands(base: Path, tmp_path: Path) -> None:
     assert lamina(base, "load", "-i", str(out)).stdout == "Loaded image: example.com/team/bb:1\n"
     removed = lamina(base, "rmi", "-f", image_id).stdout
     assert "Untagged: busybox:test" in removed and f"Deleted: {image_id}" in removed
+
+
+def test_a_relative_root_works_for_steps_that_run(base: Path, tmp_path: Path) -> None:
+    """``--root store`` from the store's parent: runc and overlayfs get absolute paths."""
+    import sys
+
+    ctx = tmp_path / "rel-ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox:test\nRUN echo hi > /hi\n")
+    proc = subprocess.run([sys.executable, "-m", "lamina", "--root", base.name, "build", "-q", "-t", "rel:1",
+                           ctx.name], cwd=base.parent, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert lamina(base, "run", "--rm", "rel:1", "cat", "/hi").stdout == "hi\n"

@@ -56,7 +56,7 @@ class StoredImage:
 
 class Store:
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        self.root = Path(root).absolute()  # runc, overlay options and bundles need absolute paths
         self.root.mkdir(parents=True, exist_ok=True)
         self.blobs = BlobStore(self.root)
         self.blobs.init()
