@@ -12,12 +12,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Concatenate, ParamSpec, TypeVar
 
-from lamina.build import events
-from lamina.build.options import BuildOptions
 from lamina.errors import ImageNotFound, LaminaError
 from lamina.store.paths import default_root
 
-if TYPE_CHECKING:  # loaded where used: a memoized rebuild (build_memoized) needs neither
+if TYPE_CHECKING:  # loaded where used: a memoized rebuild needs no store, a push no build model
+    from lamina.build import events
+    from lamina.build.options import BuildOptions
     from lamina.store.store import Store, StoredImage
 
 _P = ParamSpec("_P")
@@ -44,7 +44,7 @@ def open_store(root: Path | str | None = None) -> Store:
 
 
 def build_memoized(root: Path | str | None, options: BuildOptions, *,
-                   listener: events.Listener = events.ignore) -> str | None:
+                   listener: events.Listener | None = None) -> str | None:
     """The image ID of ``options``' build when its memo still holds (see :mod:`lamina.build.memo`), else None.
 
     On a hit the build's output is replayed to ``listener`` and logged as a build is; nothing
@@ -70,7 +70,7 @@ def build_memoized(root: Path | str | None, options: BuildOptions, *,
 
         log = BuildLog(store_root, about={"context": str(options.context), "tags": list(options.tags),
                                           "memo": True})
-        memo.replay(found, log.tee(listener), time.monotonic() - started)
+        memo.replay(found, log.tee(listener or _ignore), time.monotonic() - started)
         log.finish(image=str(found["image"]))
         db.memo_used(key, found["keys"], image=str(found["image"]), build_id=log.build_id)
         return str(found["image"])
@@ -98,8 +98,12 @@ def resolver(store: Store, *, platform: str | None = None):  # type: ignore[no-u
     return resolve
 
 
+def _ignore(event: object) -> None:
+    """The listener when the caller gives none."""
+
+
 @_leased("build")
-def build(store: Store, options: BuildOptions, *, listener: events.Listener = events.ignore,
+def build(store: Store, options: BuildOptions, *, listener: events.Listener | None = None,
           snapshotter: str = "auto", runtime: str = "runc") -> StoredImage:
     from lamina.build.builder import Builder
 
@@ -107,7 +111,7 @@ def build(store: Store, options: BuildOptions, *, listener: events.Listener = ev
     if _has_leftovers(store):  # a killed build's container may still run: recover even if all is cached
         env.setup()
     builder = Builder(store, _LazySnapshotter(env), _LazyExecutor(env), resolver(store, platform=options.platform),
-                      listener, setup=env.enter_namespace)
+                      listener or _ignore, setup=env.enter_namespace)
     return builder.build(options)
 
 
