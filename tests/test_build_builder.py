@@ -248,22 +248,3 @@ def test_the_mount_namespace_is_tried_once(store: Store, monkeypatch: pytest.Mon
     env.enter_namespace()
     env.enter_namespace()
     assert calls == [1]
-
-
-def test_the_stat_cache_reads_the_contexts_rows_at_once(tmp_path: Path) -> None:
-    from lamina.build.builder import _PrefetchedStatCache
-
-    db = Store(tmp_path / "store").db
-    db.stat_put_many([("/ctx/a", 1, 2, 3, 4, "sha256:a"), ("/ctx/sub/b", 1, 2, 3, 4, "sha256:b"),
-                      ("/ctx0/c", 1, 2, 3, 4, "sha256:c"), ("/other/d", 1, 2, 3, 4, "sha256:d")])
-    assert set(db.stat_under("/ctx")) == {"/ctx/a", "/ctx/sub/b"}
-    cache = _PrefetchedStatCache(db, Path("/ctx"))
-    assert cache.get("/ctx/a", 1, 2, 3, 4) == "sha256:a"
-    assert cache.get("/ctx/a", 1, 9, 3, 4) is None  # modified since: read it again
-    assert cache.get("/other/d", 1, 2, 3, 4) == "sha256:d"  # outside the context: asked one by one
-    cache.put("/ctx/new", 5, 6, 7, 8, "sha256:n")
-    assert cache.get("/ctx/new", 5, 6, 7, 8) == "sha256:n"
-    cache.flush()
-    assert _PrefetchedStatCache(db, Path("/ctx")).get("/ctx/new", 5, 6, 7, 8) == "sha256:n"
-    relative = _PrefetchedStatCache(db, Path("."))  # paths are relative then: no prefix to scan
-    assert relative.get("/ctx/a", 1, 2, 3, 4) == "sha256:a"

@@ -298,3 +298,22 @@ def test_after_a_no_cache_build_that_made_other_content_the_next_build_gives_its
     assert _last_build(root).get("memo") is True and again == other  # ... and the memo says so too
     ran = lamina(root, "run", "--rm", "memo:random", "sh", "-c", "cmp /id /copy && echo same").stdout
     assert ran.strip() == "same"
+
+
+def test_a_base_is_watched_through_its_tag_or_not_at_all(tmp_path: Path) -> None:
+    db = Metadata(tmp_path / "db")
+    db.add_image("sha256:" + "a" * 64, "sha256:" + "c" * 64, "m")
+    db.set_tag("docker.io/library/base:1", "sha256:" + "a" * 64)
+    recorder = MemoRecorder("k")
+    recorder.resolved("base:1", "sha256:" + "a" * 64, db)
+    recorder.resolved("base@sha256:" + "a" * 64, "sha256:" + "a" * 64, db)
+    recorder.resolved("c" * 64, "sha256:" + "a" * 64, db)
+    assert recorder.bases == [["tag", "docker.io/library/base:1", "sha256:" + "a" * 64],
+                              ["image", "sha256:" + "a" * 64], ["image", "sha256:" + "a" * 64]]
+    assert not recorder.reason
+    recorder.resolved("cccc", "sha256:" + "a" * 64, db)  # an ID prefix may name another image later
+    assert "prefix" in recorder.reason
+    other = MemoRecorder("k")
+    other.resolved("base@sha256:" + "b" * 64, "sha256:" + "a" * 64, db)  # an index's digest
+    assert "repository digest" in other.reason
+    db.close()

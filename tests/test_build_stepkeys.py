@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lamina.build.metadata import apply
-from lamina.build.stepkeys import StatCacheAdapter, canonical_instruction, history_text
+from lamina.build.stepkeys import PrefetchedStatCache, StatCacheAdapter, canonical_instruction, history_text
 from lamina.dockerfile import Instruction, Lexer, expand, parse_dockerfile
 from lamina.oci.config import ContainerConfig
 from lamina.store.db import Metadata
@@ -134,3 +134,20 @@ def test_stat_cache_adapter_batches(tmp_path: Path) -> None:
         assert db.stat_get("a", 1, 2, 3, 0o100644) == "sha256:x"
     finally:
         db.close()
+
+
+def test_the_stat_cache_reads_the_contexts_rows_at_once(tmp_path: Path) -> None:
+    db = Metadata(tmp_path / "lamina.db")
+    db.stat_put_many([("/ctx/a", 1, 2, 3, 4, "sha256:a"), ("/ctx/sub/b", 1, 2, 3, 4, "sha256:b"),
+                      ("/ctx0/c", 1, 2, 3, 4, "sha256:c"), ("/other/d", 1, 2, 3, 4, "sha256:d")])
+    assert set(db.stat_under("/ctx")) == {"/ctx/a", "/ctx/sub/b"}
+    cache = PrefetchedStatCache(db, Path("/ctx"))
+    assert cache.get("/ctx/a", 1, 2, 3, 4) == "sha256:a"
+    assert cache.get("/ctx/a", 1, 9, 3, 4) is None  # modified since: read it again
+    assert cache.get("/other/d", 1, 2, 3, 4) == "sha256:d"  # outside the context: asked one by one
+    cache.put("/ctx/new", 5, 6, 7, 8, "sha256:n")
+    assert cache.get("/ctx/new", 5, 6, 7, 8) == "sha256:n"
+    cache.flush()
+    assert PrefetchedStatCache(db, Path("/ctx")).get("/ctx/new", 5, 6, 7, 8) == "sha256:n"
+    relative = PrefetchedStatCache(db, Path("."))  # paths are relative then: no prefix to scan
+    assert relative.get("/ctx/a", 1, 2, 3, 4) == "sha256:a"

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lamina.build import cachekey, events, schedule
@@ -31,16 +28,16 @@ from lamina.build.explain import StepInputs
 from lamina.build.layers import LayerManager
 from lamina.build.memo import MemoRecorder, memo_key
 from lamina.build.options import BuildOptions
+from lamina.build.stagepool import Cancelled, StageOrder, run_pool
 from lamina.build.stagerun import StageRun
-from lamina.build.stepkeys import StatCacheAdapter
+from lamina.build.stepkeys import PrefetchedStatCache, StatCacheAdapter
 from lamina.build.steps import PROXY_ARGS
 from lamina.dockerfile.shell import Lexer
 from lamina.dockerfile.stages import Dockerfile, Stage, find_stage, parse_dockerfile
-from lamina.errors import BuildError, DockerfileError, LaminaError
+from lamina.errors import DockerfileError, LaminaError
 from lamina.image.image import Image, scratch, with_created
 from lamina.oci.digest import Digest
 from lamina.oci.reference import Reference
-from lamina.store.db import Metadata
 from lamina.store.keylock import KeyLocks
 from lamina.store.store import Store, StoredImage
 
@@ -50,15 +47,6 @@ if TYPE_CHECKING:  # the real ones come from api; their modules load at the firs
     from lamina.transport.cacheio import ImportedCache  # loaded only for --cache-from/--cache-to
 
 Resolver = Callable[[str, bool], StoredImage]
-_FULL_ID = re.compile(r"^(?:sha256:)?[a-f0-9]{64}$")
-# Stages built at once. A stage mostly waits on its container (its own processes), so as BuildKit
-# does we run every ready stage rather than one per core; the cap bounds threads and mounts.
-WORKERS = max(4, os.cpu_count() or 1)
-
-
-class _Cancelled(BuildError):
-    """A stage stopped because another one failed; the other's error is the one reported."""
-
 
 
 @dataclass(slots=True)
@@ -95,7 +83,7 @@ class BuildRun:
     cancelled: threading.Event = field(default_factory=threading.Event)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _building: dict[int, threading.Event] = field(default_factory=dict)
-    _order: _StageOrder | None = None
+    _order: StageOrder | None = None
     _resolving: dict[str, threading.Lock] = field(default_factory=dict)
     _bases: dict[str, tuple[Image, str]] = field(default_factory=dict)
     listener: events.Listener = events.ignore  # the caller's; ``emit`` is :meth:`event` once prepared
@@ -134,7 +122,7 @@ class BuildRun:
             with self._lock:
                 if index in self.results:
                     return self.results[index]
-            raise _Cancelled(f"stage {index} did not complete")
+            raise Cancelled(f"stage {index} did not complete")
         stage = self.dockerfile.stages[index]
         try:
             result = StageRun(self, stage).build()
@@ -151,7 +139,7 @@ class BuildRun:
     def event(self, event: events.Event) -> None:
         """Every event of the build passes here: counted, ordered, and a stop point on cancel."""
         if isinstance(event, events.StepStarted | events.StepOutput) and self.cancelled.is_set():
-            raise _Cancelled("cancelled: another stage failed")
+            raise Cancelled("cancelled: another stage failed")
         with self._lock:
             if self.memo is not None:
                 self.memo.observe(event)
@@ -173,7 +161,7 @@ class BuildRun:
                 stored = self.resolver(name, self.options.pull)
                 self._bases[name] = (stored.image, cachekey.base_key(str(stored.manifest_digest)))
                 if self.memo is not None:
-                    _memo_base(self, name, str(stored.manifest_digest))
+                    self.memo.resolved(name, str(stored.manifest_digest), self.store.db)
             return self._bases[name]
 
     def no_memo(self, reason: str) -> None:
@@ -357,7 +345,7 @@ class Builder:
         layers = LayerManager(self.store, compression=options.compression, oci=options.oci,
                               clamp_mtime=options.timestamp)
         run = BuildRun(options, df, file, lexer, {}, self.store, layers, self.snapshotter, self.executor,
-                       self.resolver, self.emit, stat_cache=_PrefetchedStatCache(self.store.db, options.context.absolute()))
+                       self.resolver, self.emit, stat_cache=PrefetchedStatCache(self.store.db, options.context.absolute()))
         run.listener, run.emit = self.emit, run.event
         if memo is not None:
             run.memo = memo
@@ -393,9 +381,9 @@ class Builder:
             return run.stage_result(target)
         if self.setup is not None:
             self.setup()  # the private mount namespace must exist before the worker threads do
-        run._order = _StageOrder(run.listener)
+        run._order = StageOrder(run.listener)
         try:
-            _run_pool(run, graph)
+            run_pool(run, graph)
         finally:
             with run._lock:
                 run._order.flush()
@@ -406,30 +394,6 @@ class Builder:
         unused = sorted(set(run.options.build_args) - run.used_args - PROXY_ARGS)
         if unused:
             run.emit(events.Warning_(f"One or more build-args {unused} were not consumed"))
-
-
-def _memo_base(run: BuildRun, name: str, manifest: str) -> None:
-    """How a memo can tell that ``name`` still names the image it did: its tag, or nothing (a digest)."""
-    from lamina.errors import ReferenceError_
-
-    if _FULL_ID.match(name):
-        assert run.memo is not None
-        run.memo.base(None, manifest)
-        return
-    try:
-        ref = Reference.parse(name)
-    except ReferenceError_:
-        ref = None
-    if ref is not None and ref.digest is not None:
-        assert run.memo is not None
-        run.memo.base(None, manifest)  # only when the store holds that very manifest: see Store.lookup
-        if run.store.db.image(str(ref.digest)) is None:
-            run.no_memo(f"{name} came through a repository digest")
-    elif ref is not None and run.store.db.tag(str(ref)) == manifest:
-        assert run.memo is not None
-        run.memo.base(str(ref), manifest)
-    else:
-        run.no_memo(f"{name} was found by an image ID prefix")
 
 
 def _record_steps(run: BuildRun, target: int, image_id: str) -> None:
@@ -450,122 +414,6 @@ def _from_image(run: BuildRun, stage: Stage) -> str:
         return run.lexer.expand_word(stage.from_.image, run.global_args)
     except DockerfileError:
         return stage.from_.image  # the stage reports it with its line when it runs
-
-
-def _run_pool(run: BuildRun, graph: schedule.Graph) -> None:
-    """Run ``graph``'s stages on :data:`WORKERS` threads; the first failure cancels the rest.
-
-    A cancelled stage stops at its next step (or at the next output of a RUN,
-    whose container the executor then kills); the pool is drained before the
-    first real error is raised, so no mount or container outlives the build.
-    """
-    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-
-    done: set[int] = set()
-    running: dict[Future[StageResult], int] = {}
-    failure: BaseException | None = None
-    with ThreadPoolExecutor(WORKERS, thread_name_prefix="lamina-stage") as pool:
-        try:
-            while True:
-                if failure is None:
-                    for index in schedule.ready(graph, done, running.values()):
-                        running[pool.submit(run.stage_result, index)] = index
-                if not running:
-                    break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    index = running.pop(future)
-                    exc = future.exception()
-                    if exc is None:
-                        done.add(index)
-                    elif failure is None or isinstance(failure, _Cancelled):
-                        failure = exc
-                        run.cancelled.set()
-        except BaseException:  # Ctrl-C while waiting: stop the stages, then let it through
-            run.cancelled.set()
-            raise
-    if failure is not None:
-        raise failure
-
-
-class _PrefetchedStatCache(StatCacheAdapter):
-    """The stat cache with the context's rows read in one query at the first lookup.
-
-    A fully cached build of a 2,000-file context then makes one SELECT instead
-    of 2,000. Paths outside the context (none today) still go to the database.
-    The context is made absolute first, so ``lamina build .`` has a prefix too.
-    """
-
-    def __init__(self, db: Metadata, context: Path) -> None:
-        super().__init__(db)
-        self._db_ = db
-        self._prefix = str(context / "x")[:-1]  # how the context's file paths start
-        self._rows: dict[str, tuple[int, int, int, int, str]] | None = None
-        self._rows_lock = threading.Lock()
-
-    def get(self, path: str, size: int, ctime_ns: int, ino: int, mode: int) -> str | None:
-        if not self._prefix or not path.startswith(self._prefix):  # "." gives relative paths: no prefix
-            return super().get(path, size, ctime_ns, ino, mode)
-        with self._rows_lock:
-            if self._rows is None:
-                self._rows = self._db_.stat_under(self._prefix)
-            row = self._rows.get(path)
-        return row[4] if row is not None and row[:4] == (size, ctime_ns, ino, mode) else None
-
-    def put(self, path: str, size: int, ctime_ns: int, ino: int, mode: int, digest: str) -> None:
-        with self._rows_lock:
-            super().put(path, size, ctime_ns, ino, mode, digest)
-            if self._rows is not None:
-                self._rows[path] = (size, ctime_ns, ino, mode, digest)
-
-    def flush(self) -> None:
-        with self._rows_lock:  # stages flush at their ends, maybe at once
-            pending, self._pending = self._pending, []
-        if pending:
-            self._db_.stat_put_many(pending)
-
-
-class _StageOrder:
-    """Interleaved stages' events, delivered one stage's block at a time (the classic look).
-
-    The stage that holds the output streams live; the others' events wait in
-    order of their first event and are delivered when it finishes. Callers
-    hold the build's lock.
-    """
-
-    def __init__(self, listener: events.Listener) -> None:
-        self._listener = listener
-        self._current: str | None = None
-        self._queued: dict[str, list[events.Event]] = {}
-        self._finished: set[str] = set()
-
-    def __call__(self, event: events.Event) -> None:
-        stage = getattr(event, "stage", None)
-        if stage is None or self._current in (None, stage):
-            self._current = stage if stage is not None else self._current
-            self._listener(event)
-        else:
-            self._queued.setdefault(stage, []).append(event)
-
-    def finished(self, stage: str) -> None:
-        self._finished.add(stage)
-        if self._current == stage:
-            self._current = None
-            self._advance()
-
-    def flush(self) -> None:
-        self._finished.update(self._queued)
-        self._current = None
-        self._advance()
-
-    def _advance(self) -> None:
-        while self._queued:
-            stage = next(iter(self._queued))
-            for event in self._queued.pop(stage):
-                self._listener(event)
-            if stage not in self._finished:
-                self._current = stage
-                return
 
 
 def platform_args() -> dict[str, str]:

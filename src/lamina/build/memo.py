@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
@@ -45,6 +46,7 @@ _NEVER_CACHED = ("FROM", "ONBUILD")  # steps a fully cached build does not repor
 _REPLAYED = (events.StepStarted, events.StepDone, events.Warning_, events.BuildDone)
 
 Signature = tuple[int, int, int, int, int, int] | None
+_FULL_ID = re.compile(r"^(?:sha256:)?[a-f0-9]{64}$")
 
 
 def memo_key(options: BuildOptions, version: str) -> str | None:
@@ -111,6 +113,29 @@ class MemoRecorder:
     def base(self, tag: str | None, manifest: str) -> None:
         """A FROM/COPY --from image found through local tag ``tag`` (None: named by digest, immutable)."""
         self.bases.append(["tag", tag, manifest] if tag is not None else ["image", manifest])
+
+    def resolved(self, name: str, manifest: str, db: Metadata) -> None:
+        """``name`` was found as ``manifest``: how a later build can tell it still is (its local tag;
+        nothing for a digest). A name found by an image-ID prefix or a repository digest gets no memo."""
+        from lamina.errors import ReferenceError_
+        from lamina.oci.reference import Reference
+
+        if _FULL_ID.match(name):
+            self.base(None, manifest)
+            return
+        try:
+            ref: Reference | None = Reference.parse(name)
+        except ReferenceError_:
+            ref = None
+        if ref is not None and ref.digest is not None:
+            if db.image(str(ref.digest)) is None:  # an index's digest, mapped through repo_digests
+                self.refuse(f"{name} came through a repository digest")
+            else:
+                self.base(None, manifest)
+        elif ref is not None and db.tag(str(ref)) == manifest:
+            self.base(str(ref), manifest)
+        else:
+            self.refuse(f"{name} was found by an image ID prefix")
 
     def observe(self, event: events.Event) -> None:
         if isinstance(event, events.StepStarted):
