@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Mapping
@@ -40,7 +39,7 @@ def new_build_id(now: float | None = None) -> str:
     """``20261127-161000.123-3fa2c1``: milliseconds, so builds of one second (cached ones) still sort."""
     now = time.time() if now is None else now
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
-    return f"{stamp}.{int(now * 1000) % 1000:03d}-{secrets.token_hex(3)}"
+    return f"{stamp}.{int(now * 1000) % 1000:03d}-{os.urandom(3).hex()}"  # not secrets: it loads OpenSSL
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,6 @@ named by ID prefix. Memos are a shortcut only: losing them costs one slow build.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -67,7 +66,7 @@ def memo_key(options: BuildOptions, version: str) -> str | None:
         "timestamp": options.timestamp, "compression": options.compression, "oci": options.oci,
         "secrets": sorted((k, str(v)) for k, v in options.secrets.items()),
     }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))  # the text itself: hashing would load OpenSSL
 
 
 def code_stamp() -> int:

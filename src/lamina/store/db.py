@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS image_steps (
 );
 -- whole builds by their inputs (build/memo.py): what an unchanged rebuild would print and produce
 CREATE TABLE IF NOT EXISTS build_memo (
-    key TEXT PRIMARY KEY,           -- digest of the build's options (memo.memo_key)
+    key TEXT PRIMARY KEY,           -- the build's options as canonical JSON (memo.memo_key)
     record TEXT NOT NULL,           -- JSON: watched files, bases, cache keys, image, events
     used REAL NOT NULL
 );
