@@ -63,7 +63,10 @@ def test_builds_that_depend_on_more_than_files_get_no_memo(tmp_path: Path, chang
     assert memo_key(BuildOptions(context=tmp_path, **change), "1.0") is None  # type: ignore[arg-type]
 
 
-def test_a_path_changed_after_the_build_started_gets_no_memo(tmp_path: Path) -> None:
+def test_a_path_changed_after_the_build_started_gets_no_memo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamina.build import memo
+
+    monkeypatch.setattr(memo, "RACY_NS", 50_000_000)  # a filesystem with fine timestamps
     db = Metadata(tmp_path / "db")
     old, new = tmp_path / "old", tmp_path / "new"
     old.write_text("x")
@@ -72,7 +75,6 @@ def test_a_path_changed_after_the_build_started_gets_no_memo(tmp_path: Path) -> 
     new.write_text("y")  # as if written between the build's read and its end: same clock tick possible
     recorder.watch([old, new])
     assert not recorder.write(db, manifest="m", image_id="i", short_id="s", tags=[], tag_names=[], cache_keys=[])
-    recorder = MemoRecorder("k")
     time.sleep(0.1)
     recorder = MemoRecorder("k")
     recorder.watch([old, new, tmp_path / "absent"])
@@ -81,7 +83,20 @@ def test_a_path_changed_after_the_build_started_gets_no_memo(tmp_path: Path) -> 
     db.close()
 
 
-def test_replay_gives_a_fully_cached_builds_events(tmp_path: Path) -> None:
+def test_by_default_a_path_changed_within_a_second_of_the_start_gets_no_memo(tmp_path: Path) -> None:
+    db = Metadata(tmp_path / "db")
+    (tmp_path / "f").write_text("x")
+    time.sleep(0.3)  # on a filesystem with one-second timestamps, a later write could look this old
+    recorder = MemoRecorder("k")
+    recorder.watch([tmp_path / "f"])
+    assert not recorder.write(db, manifest="m", image_id="i", short_id="s", tags=[], tag_names=[], cache_keys=[])
+    db.close()
+
+
+def test_replay_gives_a_fully_cached_builds_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamina.build import memo
+
+    monkeypatch.setattr(memo, "RACY_NS", 50_000_000)
     db = Metadata(tmp_path / "db")
     (tmp_path / "f").write_text("x")
     time.sleep(0.1)
@@ -167,7 +182,7 @@ def ctx(tmp_path: Path) -> Iterator[Path]:
     (ctx / "notes").mkdir()
     (ctx / "notes" / "x.txt").write_text("x\n")
     (ctx / "Dockerfile").write_text(DOCKERFILE)
-    time.sleep(0.1)  # older than the build: see memo.RACY_NS
+    time.sleep(1.2)  # older than the build by more than memo.RACY_NS
     yield ctx
 
 
@@ -262,7 +277,7 @@ def test_a_moved_base_tag_a_removed_image_and_a_moved_tag_are_seen(root: Path, c
     other = ctx.parent / "other"
     other.mkdir()
     (other / "Dockerfile").write_text("FROM memo:base\nENV X=1\n")
-    time.sleep(0.1)
+    time.sleep(1.2)
     for _ in range(2):
         first = lamina(root, "build", "-q", "-t", "memo:other", str(other)).stdout.strip()
     assert _last_build(root).get("memo") is True
@@ -288,7 +303,7 @@ def test_after_a_no_cache_build_that_made_other_content_the_next_build_gives_its
     ctx.mkdir()
     (ctx / "Dockerfile").write_text("FROM busybox:test\nRUN cat /proc/sys/kernel/random/uuid > /id\n"
                                     "RUN cp /id /copy\nENV DONE=1\n")
-    time.sleep(0.1)
+    time.sleep(1.2)
     first = lamina(root, "build", "-q", "-t", "memo:random", str(ctx)).stdout.strip()
     other = lamina(root, "build", "-q", "--no-cache", "-t", "memo:random", str(ctx)).stdout.strip()
     assert other != first

@@ -40,7 +40,10 @@ if TYPE_CHECKING:
     from lamina.store.db import Metadata
 
 FORMAT = 1
-RACY_NS = 50_000_000  # a watched path changed this close to the build's start: no memo (see above)
+# a watched path changed this close to the build's start: no memo (see above). A second and a bit:
+# the ctime of a write after the read is at least the start rounded down to the filesystem's
+# granularity, which is a second on some (ext3), nanoseconds on most.
+RACY_NS = 1_100_000_000
 _NEVER_CACHED = ("FROM", "ONBUILD")  # steps a fully cached build does not report as "Using cache"
 _REPLAYED = (events.StepStarted, events.StepDone, events.Warning_, events.BuildDone)
 
