@@ -15,8 +15,9 @@ ONBUILD, which never are), replayed as events.
 
 Sound by construction rather than by heuristics: any change to a watched path
 changes its ctime, which no one can set; a memo is not written when a watched
-path changed after the build started (a write in the same clock tick as the read
-could otherwise go unseen, git's "racy clean" case). Builds that depend on more
+path changed less than :data:`RACY_NS` before the build started (a write in the
+same timestamp tick as the read could otherwise go unseen, git's "racy clean"
+case). Builds that depend on more
 than files and tags never get a memo: ``--no-cache-filter``, ``--pull``,
 ``--cache-from/--cache-to``, a Dockerfile on stdin, ADD of URLs or Git, a base
 named by ID prefix. Memos are a shortcut only: losing them costs one slow build.
