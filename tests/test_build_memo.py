@@ -104,10 +104,13 @@ def test_replay_gives_a_fully_cached_builds_events(tmp_path: Path, monkeypatch: 
     recorder.watch([tmp_path / "f"])
     for event in (events.StepStarted("0", 1, 3, "FROM base"), events.StepDone("0", 1, "aaa", 0.1, False),
                   events.StepStarted("0", 2, 3, "RUN make"), events.StepOutput("0", 2, b"compiling\n"),
+                  events.StepCached("0", 9),  # another stage's: says nothing of step 2
                   events.StepDone("0", 2, "bbb", 3.0, False),
                   events.StepStarted("0", 3, 3, "onbuild RUN x"), events.StepDone("0", 3, "ccc", 0.0, False),
                   events.Warning_("careful")):
         recorder.observe(event)
+        if event == events.StepOutput("0", 2, b"compiling\n"):
+            recorder.keyed("0", 2)  # the RUN looked itself up (and missed): a rebuild finds it
     recorder.write(db, manifest="m", image_id="sha256:i", short_id="i", tags=["app:1"],
                    tag_names=["docker.io/library/app:1"], cache_keys=[])
     seen: list[events.Event] = []

@@ -100,3 +100,19 @@ def test_a_relative_root_works_for_steps_that_run(base: Path, tmp_path: Path) ->
                            ctx.name], cwd=base.parent, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert lamina(base, "run", "--rm", "rel:1", "cat", "/hi").stdout == "hi\n"
+
+
+def test_a_store_whose_database_is_garbage_is_one_line_for_every_command(tmp_path: Path) -> None:
+    store = tmp_path / "broken"
+    store.mkdir()
+    garbage = bytes(range(256)) * 32
+    (store / "lamina.db").write_bytes(garbage)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nENV A=1\n")
+    for args in (("images",), ("build", "-q", str(ctx))):  # build asks its memo first: the same line
+        proc = lamina(store, *args, check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"Error: {store / 'lamina.db'}: file is not a database (restore it from a backup, or start a new store)"]
+    assert (store / "lamina.db").read_bytes() == garbage

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lamina.errors import StoreError
 from lamina.store.db import SCHEMA_VERSION, Metadata
 
 M1, M2 = "sha256:" + "a1" * 32, "sha256:" + "b2" * 32
@@ -212,3 +213,12 @@ def test_cache_put_first_keeps_the_first_record(db: Metadata) -> None:
     assert db.cache_put_first("k", '{"created": "1"}') == '{"created": "1"}'
     assert db.cache_put_first("k", '{"created": "2"}') == '{"created": "1"}'
     assert db.cache_get("k") == '{"created": "1"}'
+
+
+def test_a_file_that_is_not_a_database_is_one_error_and_stays_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "lamina.db"
+    garbage = bytes(range(256)) * 32
+    path.write_bytes(garbage)
+    with pytest.raises(StoreError, match="lamina.db: file is not a database"):
+        Metadata(path)
+    assert path.read_bytes() == garbage

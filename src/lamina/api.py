@@ -57,9 +57,11 @@ def build_memoized(root: Path | str | None, options: BuildOptions, *,
     from lamina.store.db import DB_FILE, Metadata
 
     started = time.monotonic()
-    key = memo.memo_key(options, __version__)
     store_root = Path(root) if root else default_root()
-    if key is None or options.no_cache or not (store_root / DB_FILE).is_file():
+    if options.no_cache or not (store_root / DB_FILE).is_file():
+        return None
+    key = memo.memo_key(options, __version__)
+    if key is None:
         return None
     db = Metadata(store_root / DB_FILE)
     try:

@@ -10,8 +10,8 @@ included: a new file changes its directory's mtime), the local tags its bases
 were resolved through, and the cache records its steps reached. A later build
 with the same options (:func:`memo_key`) whose inputs all still look the same
 is that build again: the result is the recorded image, and the output is what
-a fully cached build prints (every step ``Using cache`` except FROM and
-ONBUILD, which never are), replayed as events.
+a fully cached build prints (``Using cache`` for every step that looked itself
+up in the cache, see :meth:`MemoRecorder.keyed`), replayed as events.
 
 Sound by construction rather than by heuristics: any change to a watched path
 changes its ctime, which no one can set; a memo is not written when a watched
@@ -25,9 +25,11 @@ named by ID prefix. Memos are a shortcut only: losing them costs one slow build.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
@@ -45,7 +47,6 @@ FORMAT = 1
 # the ctime of a write after the read is at least the start rounded down to the filesystem's
 # granularity, which is a second on some (ext3), nanoseconds on most.
 RACY_NS = 1_100_000_000
-_NEVER_CACHED = ("FROM", "ONBUILD")  # steps a fully cached build does not report as "Using cache"
 _REPLAYED = (events.StepStarted, events.StepDone, events.Warning_, events.BuildDone)
 
 Signature = tuple[int, int, int, int, int, int] | None
@@ -73,9 +74,11 @@ def memo_key(options: BuildOptions, version: str) -> str | None:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))  # the text itself: hashing would load OpenSSL
 
 
+@functools.cache
 def code_stamp() -> int:
     """The newest mtime of lamina's own modules: a memo made by other code (a checkout being
-    worked on, an upgrade that kept the version) is not this code's answer. ~0.3 ms."""
+    worked on, an upgrade that kept the version) is not this code's answer. ~1 ms, once a process
+    (the CLI's memo lookup and a build that misses both need it)."""
     newest = 0
     for folder, dirs, files in os.walk(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))):
         dirs[:] = [d for d in dirs if d != "__pycache__"]
@@ -102,10 +105,12 @@ class MemoRecorder:
         self.started_ns = time.time_ns()
         self.seen: set[str] = set()
         self.bases: list[list[str]] = []
-        # [stage, number, total, text, image id] as steps start; ONBUILD triggers share their FROM's number
+        # [stage, number, total, text, image id, looked itself up] as steps start; ONBUILD triggers
+        # share their FROM's number
         self.steps: list[list[Any]] = []
         self.warnings: list[str] = []
         self.reason = ""  # why this build gets no memo, once something rules it out
+        self._lock = threading.Lock()  # stages on threads report their steps
 
     def refuse(self, reason: str) -> None:
         self.reason = self.reason or reason
@@ -141,8 +146,12 @@ class MemoRecorder:
             self.refuse(f"{name} was found by an image ID prefix")
 
     def observe(self, event: events.Event) -> None:
+        with self._lock:
+            self._observe(event)
+
+    def _observe(self, event: events.Event) -> None:
         if isinstance(event, events.StepStarted):
-            self.steps.append([event.stage, event.number, event.total, event.text, ""])
+            self.steps.append([event.stage, event.number, event.total, event.text, "", False])
         elif isinstance(event, events.StepDone):
             for step in reversed(self.steps):  # a stage's steps run one after another
                 if step[0] == event.stage and step[1] == event.number:
@@ -150,6 +159,15 @@ class MemoRecorder:
                     break
         elif isinstance(event, events.Warning_):
             self.warnings.append(event.message)
+
+    def keyed(self, stage: str, number: int) -> None:
+        """The running step of ``stage`` looked itself up in the cache: a rebuild finds it there
+        (FROM and ONBUILD never look, and a fully cached build does not call them cached)."""
+        with self._lock:
+            for step in reversed(self.steps):
+                if step[0] == stage and step[1] == number:
+                    step[5] = True
+                    break
 
     def write(self, db: Metadata, *, manifest: str, image_id: str, short_id: str, tags: Sequence[str],
               tag_names: Sequence[str], cache_keys: Iterable[str]) -> bool:
@@ -165,9 +183,8 @@ class MemoRecorder:
             return False
         replay: list[list[Any]] = []
         cached = 0
-        for stage, number, total, text, shown in sorted(self.steps, key=lambda step: step[1]):  # stable
+        for stage, number, total, text, shown, hit in sorted(self.steps, key=lambda step: step[1]):  # stable
             replay.append(["StepStarted", {"stage": stage, "number": number, "total": total, "text": text}])
-            hit = _keyword(text) not in _NEVER_CACHED
             cached += hit
             if hit:
                 replay.append(["StepCached", {"stage": stage, "number": number}])
@@ -181,10 +198,6 @@ class MemoRecorder:
                   "bases": self.bases, "keys": sorted(set(cache_keys)), "events": replay}
         db.memo_put(self.key, json.dumps(record, separators=(",", ":")))
         return True
-
-
-def _keyword(text: str) -> str:
-    return text.split(None, 1)[0].upper() if text.strip() else ""
 
 
 def recall(db: Metadata, key: str) -> dict[str, Any] | None:

@@ -48,13 +48,20 @@ class StageRun:
 
     # the cache as this stage sees it: none at all with --no-cache-filter naming it
     def _cache_get(self, key: str) -> dict[str, Any] | None:
+        self._looked_up()
         return None if self.no_cache else self.run.cache_get(key)
 
     def _cache_claim(self, key: str, record: dict[str, Any]) -> dict[str, Any]:
+        self._looked_up()
         if self.no_cache:
             self.run.cache_put(key, record)
             return dict(record)
         return self.run.cache_claim(key, record)
+
+    def _looked_up(self) -> None:
+        """This step is one a rebuild finds in the cache (what a build's memo replays as cached)."""
+        if self.run.memo is not None:
+            self.run.memo.keyed(self.label, self.number)
 
     def _step_lock(self, key: str) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext() if self.no_cache else self.run.step_lock(key)

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lamina.errors import StoreError
+
 # 2: cache_lineage and image_steps (explaining misses, history timings)
 # 3: repo_digests (inspect's RepoDigests after push and pull)
 # 4: build_memo (a rebuild of unchanged inputs answered without parsing or walking the cache);
@@ -112,10 +114,14 @@ class Metadata:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._conns: list[sqlite3.Connection] = []
-        mode = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
-        if mode != "wal":
-            self._conn.execute("PRAGMA journal_mode = WAL")
-        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        try:
+            mode = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode != "wal":
+                self._conn.execute("PRAGMA journal_mode = WAL")
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:  # not a database at all: one line, and the file left as it is
+            self.close()
+            raise StoreError(f"{path}: {exc} (restore it from a backup, or start a new store)") from None
         if version < SCHEMA_VERSION:
             upgrade = "DROP TABLE IF EXISTS stat_cache;" if 0 < version < 4 else ""
             self._conn.executescript(
