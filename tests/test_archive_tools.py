@@ -8,13 +8,12 @@ import os
 import shutil
 import subprocess
 import tarfile
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers.dockerd import private_dockerd
 from lamina.oci.digest import Digest
 from lamina.oci.reference import Reference
 from lamina.store import Store, StoredImage
@@ -100,41 +99,9 @@ def test_umoci_unpacks_our_oci_archive(image: tuple[Store, StoredImage], tmp_pat
 
 @pytest.fixture(scope="module")
 def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    """A docker client talking to a dockerd of our own (own data root and socket), stopped afterwards."""
-    client = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else shutil.which("docker")
-    daemon = shutil.which("dockerd")
-    if client is None or daemon is None or os.geteuid() != 0:
-        pytest.skip("docker/dockerd not installed, or not root")
-    data = tmp_path_factory.mktemp("dockerd")
-    exec_root = Path(tempfile.mkdtemp(prefix="ldk-"))  # short: containerd's socket lives under it
-    sock = exec_root / "docker.sock"
-    with open(data / "log", "wb") as log:
-        proc = subprocess.Popen(
-            [daemon, "--bridge=none", "--iptables=false", "--data-root", str(data / "root"),
-             "--exec-root", str(exec_root / "exec"), "--pidfile", str(exec_root / "pid"), "-H", f"unix://{sock}"],
-            stdout=log, stderr=log, start_new_session=True)
-    argv = [client, "-H", f"unix://{sock}"]
-    try:
-        if not _wait_ready(argv, proc):
-            pytest.skip("dockerd did not start: " + (data / "log").read_text()[-300:])
+    """A docker client talking to a private dockerd (helpers/dockerd.py), stopped afterwards."""
+    with private_dockerd(tmp_path_factory.mktemp("dockerd")) as argv:
         yield argv
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(exec_root, ignore_errors=True)
-
-
-def _wait_ready(argv: list[str], proc: subprocess.Popen[bytes]) -> bool:
-    deadline = time.monotonic() + 45
-    while time.monotonic() < deadline and proc.poll() is None:
-        if subprocess.run([*argv, "info"], capture_output=True).returncode == 0:
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def test_docker_loads_our_docker_archive(docker: list[str], image: tuple[Store, StoredImage],

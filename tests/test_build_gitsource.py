@@ -16,12 +16,13 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from helpers.builds import Build, dockerfile_runner
 from lamina.build.gitsource import GitSource, checkout, parse, resolve
 from lamina.errors import BuildError
 from lamina.image.image import Layer
@@ -171,7 +172,6 @@ def test_checkout_normalizes_modes_and_times_and_drops_git_dir(repo: Repo, tmp_p
 
 # whole builds ---------------------------------------------------------------------------------
 
-Build = Callable[[str], tuple[list[Layer], list[int]]]
 
 
 @pytest.fixture
@@ -186,19 +186,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 @pytest.fixture
 def build(store: Store, tmp_path: Path) -> Build:
-    from lamina import api
-    from lamina.build import events
-    from lamina.build.options import BuildOptions
-
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-
-    def run(dockerfile: str) -> tuple[list[Layer], list[int]]:
-        (ctx / "Dockerfile").write_text(dockerfile)
-        seen: list[events.Event] = []
-        stored = api.build(store, BuildOptions(context=ctx, tags=("t:latest",)), listener=seen.append)
-        return list(stored.image.layers), [e.number for e in seen if isinstance(e, events.StepCached)]
-    return run
+    return dockerfile_runner(store, tmp_path / "ctx")
 
 
 def _members(store: Store, layer: Layer) -> dict[str, tuple[str, int, int, bytes]]:

@@ -9,13 +9,14 @@ import os
 import re
 import tarfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 
 import pytest
 
+from helpers.builds import Build, dockerfile_runner
 from lamina.build.remote import UNNAMED, check_flags, fetch, file_name, is_git, is_url
 from lamina.errors import BuildError
 from lamina.image.image import Layer
@@ -143,7 +144,6 @@ def test_fetch_errors_are_one_line(site: Site, tmp_path: Path) -> None:
 # whole builds ---------------------------------------------------------------------------------
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlayfs)")
-Build = Callable[[str], tuple[list[Layer], list[int]]]
 
 
 def _tar_gz(name: str, data: bytes) -> bytes:
@@ -167,19 +167,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 @pytest.fixture
 def build(store: Store, tmp_path: Path) -> Build:
-    from lamina import api
-    from lamina.build import events
-    from lamina.build.options import BuildOptions
-
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-
-    def run(dockerfile: str) -> tuple[list[Layer], list[int]]:
-        (ctx / "Dockerfile").write_text(dockerfile)
-        seen: list[events.Event] = []
-        stored = api.build(store, BuildOptions(context=ctx, tags=("t:latest",)), listener=seen.append)
-        return list(stored.image.layers), [e.number for e in seen if isinstance(e, events.StepCached)]
-    return run
+    return dockerfile_runner(store, tmp_path / "ctx")
 
 
 def _members(store: Store, layer: Layer) -> dict[str, tuple[str, int, bytes]]:

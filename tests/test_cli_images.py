@@ -8,13 +8,14 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers.dockerd import private_dockerd
 from helpers.images import busybox_rootfs_tar
 from helpers.registry import running_registry
-from test_archive_tools import docker  # noqa: F401 - the private dockerd fixture
 
 pytestmark = [
     pytest.mark.integration,
@@ -33,6 +34,13 @@ def lamina(root: Path, *args: str, code: int = 0, stdin: str | None = None,
 
 def out(root: Path, *args: str) -> list[str]:
     return lamina(root, *args).stdout.splitlines()
+
+
+@pytest.fixture(scope="module")
+def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """A docker client talking to a private dockerd (helpers/dockerd.py), stopped afterwards."""
+    with private_dockerd(tmp_path_factory.mktemp("dockerd")) as argv:
+        yield argv
 
 
 @pytest.fixture
@@ -170,7 +178,7 @@ def _docker_sizes(docker_argv: list[str], name: str) -> tuple[str, list[str], st
             run("images", "--format", "{{.Size}}", name).splitlines()[0])
 
 
-def test_sizes_agree_with_docker(docker: list[str], base: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_sizes_agree_with_docker(docker: list[str], base: Path, tmp_path: Path) -> None:
     """Built, pushed+pulled, saved+loaded: lamina's sizes are docker's (files' bytes, symlink targets)."""
     name = "lamina-sizes:1"
     _build(base, tmp_path / "ctx", name,

@@ -7,16 +7,12 @@ the list only ever shrinks.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
+from helpers.conformance import CONFORMANCE, judge, run_check
 
 KNOWN_FAILURES: dict[str, str] = {}
 
@@ -29,19 +25,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
-    root = tmp_path_factory.mktemp("store")
-    work = tmp_path_factory.mktemp("cases")
-    out = work / "results.json"
-    lamina = f"{sys.executable} -m lamina --root {root}"
-    cmd = [sys.executable, str(CONFORMANCE / "check.py"), "--jobs", "2", "--json", str(out),
-           "--workdir", str(work),
-           "--setup", f"{lamina} load -i {{base}}/busybox.tar",
-           "--build", f"{lamina} build -t {{tag}} -f {{dockerfile}} {{buildargs}} {{target}} {{context}}",
-           "--export", f"{lamina} save -o {{out}} {{tag}}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode in (0, 1), proc.stderr[-2000:]
-    data = json.loads(out.read_text())
-    return {c["case"]: c for c in data["results"]}
+    return run_check(CONFORMANCE / "check.py", tmp_path_factory.mktemp("store"), tmp_path_factory.mktemp("cases"))
 
 
 def _cases() -> list[str]:
@@ -52,9 +36,4 @@ def _cases() -> list[str]:
 
 @pytest.mark.parametrize("case", _cases())
 def test_case(results: dict[str, dict[str, object]], case: str) -> None:
-    result = results[case]
-    passed = result.get("status") == "PASS"
-    if case in KNOWN_FAILURES:
-        assert not passed, f"{case} passes now: remove it from KNOWN_FAILURES"
-        pytest.xfail(KNOWN_FAILURES[case])
-    assert passed, json.dumps(result, indent=1)[:3000]
+    judge(results[case], case, KNOWN_FAILURES)

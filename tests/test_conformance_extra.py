@@ -13,16 +13,14 @@ Every case must pass except those in KNOWN_FAILURES, each with the reason
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
+from helpers.conformance import CONFORMANCE, judge, run_check
+
 CASES = Path(__file__).resolve().parent / "conformance_extra" / "cases"
 
 KNOWN_FAILURES: dict[str, str] = {
@@ -45,17 +43,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, obj
     harness = tmp_path_factory.mktemp("harness")
     for name, target in (("check.py", CONFORMANCE / "check.py"), ("base", CONFORMANCE / "base"), ("cases", CASES)):
         (harness / name).symlink_to(target)
-    out = work / "results.json"
-    lamina = f"{sys.executable} -m lamina --root {root}"
-    cmd = [sys.executable, str(harness / "check.py"), "--jobs", "2", "--json", str(out),
-           "--workdir", str(work), "--tag-prefix", "extra-",
-           "--setup", f"{lamina} load -i {{base}}/busybox.tar",
-           "--build", f"{lamina} build -t {{tag}} -f {{dockerfile}} {{buildargs}} {{target}} {{context}}",
-           "--export", f"{lamina} save -o {{out}} {{tag}}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode in (0, 1), proc.stderr[-2000:]
-    data = json.loads(out.read_text())
-    return {c["case"]: c for c in data["results"]}
+    return run_check(harness / "check.py", root, work, "--tag-prefix", "extra-")
 
 
 def _cases() -> list[str]:
@@ -65,11 +53,7 @@ def _cases() -> list[str]:
 @pytest.mark.parametrize("case", _cases())
 def test_case(results: dict[str, dict[str, object]], case: str) -> None:
     result = results[case]
-    passed = result.get("status") == "PASS"
-    if case in KNOWN_FAILURES:
-        assert not passed, f"{case} passes now: remove it from KNOWN_FAILURES"
-        pytest.xfail(KNOWN_FAILURES[case])
-    assert passed, json.dumps(result, indent=1)[:3000]
+    judge(result, case, KNOWN_FAILURES)
     assert "warning" not in result, f"{case}: {result['warning']} (re-record it with record.py)"
 
 

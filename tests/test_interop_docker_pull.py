@@ -12,13 +12,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers.dockerd import private_dockerd
 from helpers.images import busybox_rootfs_tar
 from helpers.registry import RunningRegistry, running_registry
 
@@ -85,35 +84,9 @@ def test_repo_digests_after_push_and_pull(pushed: dict[str, object], tmp_path: P
 
 @pytest.fixture(scope="module")
 def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    """A docker client talking to a private dockerd, stopped afterwards."""
-    client = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else shutil.which("docker")
-    daemon = shutil.which("dockerd")
-    if client is None or daemon is None:
-        pytest.skip("docker/dockerd not installed")
-    data = tmp_path_factory.mktemp("dockerd")
-    exec_root = Path(tempfile.mkdtemp(prefix="ldp-"))  # short: containerd's socket path has a length limit
-    sock = exec_root / "docker.sock"
-    with open(data / "log", "wb") as log:
-        proc = subprocess.Popen(
-            [daemon, "--bridge=none", "--iptables=false", "--data-root", str(data / "root"),
-             "--exec-root", str(exec_root / "exec"), "--pidfile", str(exec_root / "pid"), "-H", f"unix://{sock}"],
-            stdout=log, stderr=log, start_new_session=True)
-    argv = [client, "-H", f"unix://{sock}"]
-    try:
-        deadline = time.monotonic() + 45
-        while subprocess.run([*argv, "info"], capture_output=True).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.skip("dockerd did not start: " + (data / "log").read_text()[-300:])
-            time.sleep(0.5)
+    """A docker client talking to a private dockerd (helpers/dockerd.py), stopped afterwards."""
+    with private_dockerd(tmp_path_factory.mktemp("dockerd")) as argv:
         yield argv
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(exec_root, ignore_errors=True)
 
 
 @pytest.mark.parametrize("flavour", ["docker", "oci"])

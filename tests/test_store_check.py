@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers.images import marker_layer
 from lamina.image.image import Layer, append_layer, scratch
-from lamina.image.layerio import LayerSink
-from lamina.oci import mediatype as mt
 from lamina.oci.config import History
-from lamina.oci.descriptor import Descriptor, Platform
+from lamina.oci.descriptor import Platform
 from lamina.oci.reference import Reference
 from lamina.store.check import Problem, check, repair
 from lamina.store.store import Store, StoredImage
@@ -33,17 +30,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def _layer(store: Store, marker: str) -> Layer:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo(marker)
-        info.size = len(marker)
-        tar.addfile(info, io.BytesIO(marker.encode()))
-    with store.blobs.writer() as w:
-        sink = LayerSink(w, "gzip")
-        sink.write(buf.getvalue())
-        sink.close()
-        digest = w.commit(sync=False)
-    return Layer(Descriptor(mt.DOCKER_LAYER_GZIP, digest, w.size), sink.diff_id)
+    return marker_layer(store, marker)
 
 
 def _put(store: Store, marker: str, tag: str) -> StoredImage:

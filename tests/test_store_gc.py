@@ -6,22 +6,20 @@ build with runc and prune between builds.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers.images import marker_layer
 from lamina.errors import StoreError
 from lamina.image.image import Layer, append_layer, scratch
-from lamina.image.layerio import LayerSink
 from lamina.oci import mediatype as mt
 from lamina.oci.config import History
 from lamina.oci.descriptor import Descriptor, Platform
@@ -40,21 +38,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def _layer(store: Store, marker: str) -> Layer:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo(marker)
-        info.size = len(marker)
-        tar.addfile(info, io.BytesIO(marker.encode()))
-    with store.blobs.writer() as w:
-        sink = LayerSink(w, "gzip")
-        sink.write(buf.getvalue())
-        sink.close()
-        digest = w.commit(sync=False)
-    layer = Layer(Descriptor(mt.DOCKER_LAYER_GZIP, digest, w.size), sink.diff_id)
-    snapshot = store.snapshot_path(layer.diff_id)
-    snapshot.mkdir(exist_ok=True)
-    (snapshot / marker).write_text(marker)
-    return layer
+    return marker_layer(store, marker, snapshot=True)
 
 
 def _put(store: Store, *markers: str, tags: tuple[str, ...] = ()) -> StoredImage:

@@ -7,6 +7,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+from lamina.image.image import Layer
 from lamina.oci.reference import Reference
 from lamina.store.store import Store, StoredImage
 
@@ -51,3 +52,28 @@ def busybox_image(store: Store, name: str = "busybox:test") -> StoredImage:
 
     return import_rootfs(store, io.BytesIO(busybox_rootfs_tar()), Reference.parse(name),
                          changes=("ENV PATH=/bin", 'CMD ["/bin/sh"]'))
+
+
+def marker_layer(store: Store, marker: str, *, snapshot: bool = False) -> Layer:
+    """A one-file gzip layer (the file and its content named ``marker``) in the store's blobs;
+    with ``snapshot``, unpacked as its snapshot too (as a build leaves it)."""
+    from lamina.image.layerio import LayerSink
+    from lamina.oci import mediatype as mt
+    from lamina.oci.descriptor import Descriptor
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(marker)
+        info.size = len(marker)
+        tar.addfile(info, io.BytesIO(marker.encode()))
+    with store.blobs.writer() as w:
+        sink = LayerSink(w, "gzip")
+        sink.write(buf.getvalue())
+        sink.close()
+        digest = w.commit(sync=False)
+    layer = Layer(Descriptor(mt.DOCKER_LAYER_GZIP, digest, w.size), sink.diff_id)
+    if snapshot:
+        path = store.snapshot_path(layer.diff_id)
+        path.mkdir(exist_ok=True)
+        (path / marker).write_text(marker)
+    return layer
