@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from helpers.cli import lamina
-from helpers.faults import import_busybox
+from helpers.images import import_busybox
 from lamina.build import events
 from lamina.build.memo import MemoRecorder, memo_key, replay, signature
 from lamina.build.options import BuildOptions

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers.cli import lamina
-from helpers.images import busybox_rootfs_tar
+from helpers.images import import_busybox
 from helpers.registry import running_registry
 
 pytestmark = [
@@ -23,11 +23,8 @@ pytestmark = [
 
 @pytest.fixture
 def base(tmp_path: Path) -> Path:
-    store = tmp_path / "store"
-    tarball = tmp_path / "rootfs.tar"
-    tarball.write_bytes(busybox_rootfs_tar())
-    lamina(store, "import", "-c", "ENV PATH=/bin", str(tarball), "busybox:test")
-    return store
+    import_busybox(tmp_path / "store", tmp_path)
+    return tmp_path / "store"
 
 
 def _files_containing(top: Path, needles: tuple[bytes, ...]) -> list[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.cli import lamina
 from helpers.images import busybox_rootfs_tar
 from lamina.build import buildlog, events
 from lamina.build.buildlog import BuildLog, builds, find_build, load_debug
@@ -99,14 +100,6 @@ WORKDIR /work
 USER 1000:1000
 RUN seq 1 3000 && echo partial > /tmp/marker && echo $GREETING > /tmp/env && exit 5
 """
-
-
-def lamina(root: Path, *args: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "lamina", "--root", str(root), *args], capture_output=True,
-                          text=True, timeout=300, **kw)  # type: ignore[call-overload]
-    if check and proc.returncode != 0:
-        raise AssertionError(f"lamina {' '.join(args)} failed: {proc.stderr}")
-    return proc  # type: ignore[no-any-return]
 
 
 @pytest.fixture

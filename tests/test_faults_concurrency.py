@@ -16,12 +16,12 @@ from helpers.faults import (
     check_clean,
     containers,
     finish,
-    import_busybox,
     lamina,
     make_sentinel,
     mounts_under,
     start,
 )
+from helpers.images import import_busybox
 from helpers.registry import running_registry
 
 pytestmark = [

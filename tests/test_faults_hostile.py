@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.faults import Sentinel, check_clean, import_busybox, lamina, make_sentinel
+from helpers.faults import Sentinel, check_clean, lamina, make_sentinel
+from helpers.images import import_busybox
 from helpers.registry import FakeRegistry, FakeRequest, Reply
 
 pytestmark = [

@@ -29,7 +29,6 @@ from helpers.faults import (
     Sentinel,
     check_clean,
     containers,
-    import_busybox,
     kill_after,
     lamina,
     make_sentinel,
@@ -38,6 +37,7 @@ from helpers.faults import (
     store_processes,
     wait_gone,
 )
+from helpers.images import import_busybox
 from helpers.registry import RunningRegistry, running_registry
 
 pytestmark = [

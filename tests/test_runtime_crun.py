@@ -13,19 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers.images import busybox_rootfs_tar
+from helpers.cli import lamina
+from helpers.images import import_busybox
 from lamina.runtime import runc
 from lamina.runtime.runc import cleanup_stale, hide_hybrid_cgroup2
 
 needs_crun = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("crun"), reason="needs root and crun")
-
-
-def lamina(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "lamina", "--root", str(root), *args],
-                          capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"lamina {' '.join(args)} failed: {proc.stderr}")
-    return proc
 
 
 def test_hybrid_cgroup2_is_left_alone_without_controllers_or_a_private_namespace(
@@ -52,11 +45,8 @@ def test_stale_containers_are_found_through_the_bundle_when_list_hides_annotatio
 
 @pytest.fixture
 def base(tmp_path: Path) -> Path:
-    store = tmp_path / "store"
-    tarball = tmp_path / "rootfs.tar"
-    tarball.write_bytes(busybox_rootfs_tar())
-    lamina(store, "import", "-c", "ENV PATH=/bin", str(tarball), "busybox:test")
-    return store
+    import_busybox(tmp_path / "store", tmp_path)
+    return tmp_path / "store"
 
 
 @needs_crun

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers.cli import lamina
 from helpers.images import busybox_rootfs_tar
 from helpers.registry import running_registry
 from lamina.errors import BuildError, LaminaError
@@ -120,14 +119,6 @@ RUN cat /app.txt /proc/sys/kernel/random/uuid > /copied
 WORKDIR /srv
 CMD ["cat", "/copied"]
 """
-
-
-def lamina(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "lamina", "--root", str(root), *args],
-                          capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"lamina {' '.join(args)} failed: {proc.stderr}")
-    return proc
 
 
 def _context(path: Path, dockerfile: str, mtime: int) -> Path:

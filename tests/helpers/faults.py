@@ -20,8 +20,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers.images import busybox_rootfs_tar
-
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
@@ -66,15 +64,6 @@ def kill_after(proc: subprocess.Popen[str], seconds: float) -> bool:
         return True
     proc.communicate(timeout=60)
     return False
-
-
-def import_busybox(root: Path, work: Path, name: str = "busybox:test") -> None:
-    """A busybox base image in the store at ``root``, imported by a lamina process."""
-    work.mkdir(parents=True, exist_ok=True)
-    tarball = work / "busybox-rootfs.tar"
-    if not tarball.exists():
-        tarball.write_bytes(busybox_rootfs_tar())
-    lamina(root, "import", "-c", "ENV PATH=/bin", str(tarball), name)
 
 
 # --- the sentinel tree ----------------------------------------------------------------

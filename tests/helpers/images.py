@@ -77,3 +77,14 @@ def marker_layer(store: Store, marker: str, *, snapshot: bool = False) -> Layer:
         path.mkdir(exist_ok=True)
         (path / marker).write_text(marker)
     return layer
+
+
+def import_busybox(root: Path, work: Path, name: str = "busybox:test") -> None:
+    """A busybox base image in the store at ``root``, imported by a lamina process."""
+    work.mkdir(parents=True, exist_ok=True)
+    tarball = work / "busybox-rootfs.tar"
+    if not tarball.exists():
+        tarball.write_bytes(busybox_rootfs_tar())
+    from helpers.cli import lamina
+
+    lamina(root, "import", "-c", "ENV PATH=/bin", str(tarball), name)
