@@ -77,3 +77,30 @@ def test_a_fully_cached_build_imports_only_what_it_needs(tmp_path: Path) -> None
     argv = ("--root", str(root), "build", "-q", "-t", "app", str(ctx))
     assert "lamina.runtime.runc" in _imported_after(*argv)  # the first build runs its steps
     assert _offending(_imported_after(*argv)) == []
+
+
+NOT_ON_THE_MEMO_PATH = ("lamina.build.builder", "lamina.dockerfile", "lamina.oci", "lamina.image",
+                        "lamina.store.store", "_hashlib", *NOT_ON_THE_CACHED_PATH)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runc"), reason="needs root and runc")
+def test_a_memoized_build_loads_neither_the_builder_nor_the_models(tmp_path: Path) -> None:
+    """build/memo.py: an unchanged rebuild is answered before the Dockerfile or image model loads."""
+    import time
+
+    from helpers.images import busybox_image
+    from lamina.store.store import Store
+
+    root = tmp_path / "store"
+    busybox_image(Store(root), "busybox:test")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "app.sh").write_text("echo hi\n")
+    (ctx / "Dockerfile").write_text("FROM busybox:test\nCOPY app.sh /app/\nRUN chmod +x /app/app.sh\n")
+    time.sleep(1.2)  # older than the build by more than memo.RACY_NS
+    argv = ("--root", str(root), "build", "-q", "-t", "app", str(ctx))
+    assert "lamina.build.builder" in _imported_after(*argv)  # the first build runs, and leaves its memo
+    loaded = _imported_after(*argv)
+    assert "lamina.build.memo" in loaded
+    assert sorted(m for m in loaded if any(m == p or m.startswith(p + ".") for p in NOT_ON_THE_MEMO_PATH)) == []
