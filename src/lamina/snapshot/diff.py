@@ -31,6 +31,7 @@ from lamina.snapshot._fs import (
     lstat_or_none,
     read_xattrs,
 )
+from lamina.snapshot.tarheader import plain_header
 
 _RUNTIME_STUB_DIRS = (b"dev", b"proc", b"sys", b"run")
 _RUNTIME_STUB_FILES = (b"etc/hosts", b"etc/hostname", b"etc/resolv.conf")
@@ -253,7 +254,7 @@ class _TarWriter:
         self._buffer = bytearray()
         self._offset = 0  # bytes of tar emitted so far, buffered or not
         self._clamp = clamp_mtime
-        self._inodes: dict[tuple[int, int], str] = {}
+        self._inodes: dict[tuple[int, int], bytes] = {}
         self._entries = self._whiteouts = self._bytes = 0
 
     def close(self) -> DiffStats:
@@ -266,27 +267,27 @@ class _TarWriter:
         return DiffStats(self._entries, self._whiteouts, self._bytes)
 
     def entry(self, path: bytes, rel: bytes, st: os.stat_result) -> None:
-        info = self._info(os.fsdecode(rel), st)
+        xattrs = read_xattrs(path)
         kind = stat.S_IFMT(st.st_mode)
-        info.pax_headers = {
-            f"SCHILY.xattr.{name}": value.decode("utf-8", "surrogateescape")
-            for name, value in read_xattrs(path)
-        }
         if kind == stat.S_IFREG:
-            self._regular(path, info, st)
+            self._regular(path, rel, st, xattrs)
             return
+        linkname, devmajor, devminor = b"", 0, 0
         if kind == stat.S_IFDIR:
-            info.type = tarfile.DIRTYPE
+            kind_byte = tarfile.DIRTYPE
         elif kind == stat.S_IFLNK:
-            info.type = tarfile.SYMTYPE
-            info.linkname = os.fsdecode(os.readlink(path))
+            kind_byte = tarfile.SYMTYPE
+            linkname = os.readlink(path)
             self._bytes += st.st_size  # docker's layer size counts a symlink's target length too
         elif kind in (stat.S_IFCHR, stat.S_IFBLK):
-            info.type = tarfile.CHRTYPE if kind == stat.S_IFCHR else tarfile.BLKTYPE
-            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+            kind_byte = tarfile.CHRTYPE if kind == stat.S_IFCHR else tarfile.BLKTYPE
+            devmajor, devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
         elif kind == stat.S_IFIFO:
-            info.type = tarfile.FIFOTYPE
-        self._add(info)
+            kind_byte = tarfile.FIFOTYPE
+        else:
+            kind_byte = tarfile.REGTYPE
+        self._add(rel, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, self._mtime(st), kind_byte,
+                  linkname=linkname, xattrs=xattrs, devmajor=devmajor, devminor=devminor)
 
     def whiteout(self, rel: bytes, st: os.stat_result) -> None:
         parent, _, name = rel.rpartition(b"/")
@@ -297,35 +298,25 @@ class _TarWriter:
         self._marker(rel + b"/" + OPAQUE_MARKER.encode(), st)
 
     def _marker(self, rel: bytes, st: os.stat_result) -> None:
-        info = tarfile.TarInfo(os.fsdecode(rel))
-        info.mode, info.mtime = 0, self._mtime(st)
-        info.uname = info.gname = ""
         self._whiteouts += 1
-        self._add(info)
-
-    def _info(self, name: str, st: os.stat_result) -> tarfile.TarInfo:
-        info = tarfile.TarInfo(name)
-        info.mode = stat.S_IMODE(st.st_mode)
-        info.uid, info.gid = st.st_uid, st.st_gid
-        info.uname = info.gname = ""
-        info.mtime = self._mtime(st)
-        return info
+        self._add(rel, 0, 0, 0, self._mtime(st), tarfile.REGTYPE)
 
     def _mtime(self, st: os.stat_result) -> int:
         mtime = int(st.st_mtime)
         return mtime if self._clamp is None else min(mtime, self._clamp)
 
-    def _regular(self, path: bytes, info: tarfile.TarInfo, st: os.stat_result) -> None:
+    def _regular(self, path: bytes, rel: bytes, st: os.stat_result, xattrs: tuple[tuple[str, bytes], ...]) -> None:
+        mode, mtime = stat.S_IMODE(st.st_mode), self._mtime(st)
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in self._inodes:
-            info.type, info.linkname = tarfile.LNKTYPE, self._inodes[key]
-            self._add(info)
+            self._add(rel, mode, st.st_uid, st.st_gid, mtime, tarfile.LNKTYPE, linkname=self._inodes[key],
+                      xattrs=xattrs)
             return
-        self._inodes[key] = info.name
-        info.size = size = st.st_size
+        self._inodes[key] = rel
+        size = st.st_size
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            self._add(info)
+            self._add(rel, mode, st.st_uid, st.st_gid, mtime, tarfile.REGTYPE, size=size, xattrs=xattrs)
             left = size
             while left:
                 chunk = os.read(fd, min(left, _COPY_BUFFER))
@@ -339,9 +330,24 @@ class _TarWriter:
             self._emit(tarfile.NUL * (_BLOCK - size % _BLOCK))
         self._bytes += size
 
-    def _add(self, info: tarfile.TarInfo) -> None:
-        """The header(s) of one entry, encoded by tarfile itself (as its ``addfile`` would)."""
+    def _add(self, rel: bytes, mode: int, uid: int, gid: int, mtime: int, kind: bytes, *, size: int = 0,
+             linkname: bytes = b"", xattrs: tuple[tuple[str, bytes], ...] = (), devmajor: int = 0,
+             devminor: int = 0) -> None:
+        """The header(s) of one entry: packed directly when plain, else encoded by tarfile itself
+        (as its ``addfile`` would); the bytes are the same (see :mod:`lamina.snapshot.tarheader`)."""
         self._entries += 1
+        name = rel + b"/" if kind == tarfile.DIRTYPE else rel
+        if not xattrs:
+            block = plain_header(name, mode, uid, gid, size, mtime, kind, linkname, devmajor, devminor)
+            if block is not None:
+                self._emit(block)
+                return
+        info = tarfile.TarInfo(os.fsdecode(rel))
+        info.mode, info.uid, info.gid, info.mtime, info.type, info.size = mode, uid, gid, mtime, kind, size
+        info.linkname = os.fsdecode(linkname)
+        info.uname = info.gname = ""
+        info.devmajor, info.devminor = devmajor, devminor
+        info.pax_headers = {f"SCHILY.xattr.{key}": value.decode("utf-8", "surrogateescape") for key, value in xattrs}
         self._emit(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
 
     def _emit(self, data: bytes) -> None:
