@@ -9,6 +9,7 @@ import hashlib
 import io
 import lzma
 import tarfile
+import threading
 import warnings
 
 import pytest
@@ -74,22 +75,56 @@ _PINNED_BLOBS = {
 }
 
 
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "background"])
 @pytest.mark.parametrize("compression", sorted(_PINNED_BLOBS))
-def test_sink_blob_is_pinned_whatever_the_write_sizes(compression: str) -> None:
-    """Whole writes, tiny ones, and writes larger than a compressor block all give the same blob."""
+def test_sink_blob_is_pinned_whatever_the_write_sizes(compression: str, background: bool) -> None:
+    """Whole writes, tiny ones, writes larger than a compressor block, and compression on a thread
+    of its own all give the same blob."""
     sizes = [1, 511, 65536, 3, 200_000, 70_000, 4096]
     splits, start = [], 0
     while start < len(TAR):
         size = sizes[len(splits) % len(sizes)]
         splits.append(TAR[start:start + size])
         start += size
-    for chunks in ([TAR], splits):
+    for chunks in ([TAR], splits, [bytearray(c) for c in splits]):
         out = io.BytesIO()
-        sink = LayerSink(out, compression)
+        sink = LayerSink(out, compression, background=background)
         for chunk in chunks:
             sink.write(chunk)
+            if isinstance(chunk, bytearray):
+                chunk[:] = b"\0" * len(chunk)  # the caller reuses its buffer at once
         sink.close()
         assert hashlib.sha256(out.getvalue()).hexdigest() == _PINNED_BLOBS[compression]
+        assert sink.diff_id == Digest.of(TAR)
+
+
+class _FullDisk:
+    def __init__(self, after: int) -> None:
+        self.left = after
+
+    def write(self, data: bytes) -> int:
+        self.left -= 1
+        if self.left < 0:
+            raise OSError(28, "No space left on device")
+        return len(data)
+
+
+def test_background_error_reaches_the_caller() -> None:
+    sink = LayerSink(_FullDisk(after=1), "zstd", background=True)
+    with pytest.raises(OSError, match="No space left"):
+        for _ in range(200):  # the error surfaces at a later write or at close
+            sink.write(bytes(range(256)) * 4096)
+        sink.close()
+    sink.abort()
+    assert not any(t.name == "lamina-compress" for t in threading.enumerate())
+
+
+def test_abort_ends_the_background_thread() -> None:
+    sink = LayerSink(io.BytesIO(), "gzip", background=True)
+    sink.write(TAR)
+    sink.abort()
+    sink.abort()  # idempotent
+    assert not any(t.name == "lamina-compress" for t in threading.enumerate())
 
 
 def test_gzip_header_has_no_time_or_name() -> None:

@@ -64,9 +64,13 @@ class LayerManager:
 
         prune_runtime_stubs(upper, lowers)
         with self.store.blobs.writer() as blob:
-            sink = LayerSink(blob, self.compression)
-            stats = write_layer(upper, lowers, sink, clamp_mtime=self.clamp_mtime)
-            sink.close()
+            sink = LayerSink(blob, self.compression, background=True)
+            try:
+                stats = write_layer(upper, lowers, sink, clamp_mtime=self.clamp_mtime)
+                sink.close()
+            except BaseException:
+                sink.abort()
+                raise
             digest = blob.commit()
             size = blob.size
         diff_id = sink.diff_id

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from typing import IO, Any, BinaryIO, Protocol, cast
 
 from lamina.errors import LayerError
@@ -61,17 +62,27 @@ def _compressor(compression: str) -> _Compressor:
 class LayerSink:
     """File-like sink: hashes what is written (diff_id), compresses it into ``out``."""
 
-    def __init__(self, out: _Sink, compression: str = "gzip") -> None:
+    def __init__(self, out: _Sink, compression: str = "gzip", *, background: bool = False) -> None:
         self._out = out
         self._hasher = hashlib.sha256()
         self._compressor = _compressor(compression)
         self._pending = bytearray()
         self.uncompressed_size = 0
         self._closed = False
+        # compressing, hashing the blob and writing it on a thread of their own, while the caller
+        # reads the next files: isal, hashlib and file writes all run without the GIL
+        self._background = _Background(self._feed) if background and compression != "none" else None
 
     def write(self, data: bytes) -> int:
         self._hasher.update(data)
         self.uncompressed_size += len(data)
+        if self._background is not None:
+            self._background.put(data if isinstance(data, bytes) else bytes(data))  # the caller may reuse a buffer
+        else:
+            self._feed(data)
+        return len(data)
+
+    def _feed(self, data: bytes) -> None:
         # isal's output depends on how its input is split, so it is fed fixed-size blocks:
         # the blob then depends only on the bytes, not on the writer's chunking.
         pending = self._pending
@@ -81,14 +92,13 @@ class LayerSink:
             pending += view[:taken]
             view = view[taken:]
             if len(pending) < _BLOCK:
-                return len(data)
+                return
             self._compress(pending)
             pending.clear()
         full = len(view) - len(view) % _BLOCK
         for start in range(0, full, _BLOCK):  # whole blocks straight from ``data``, uncopied
             self._compress(view[start:start + _BLOCK])
         pending += view[full:]
-        return len(data)
 
     def _compress(self, block: bytes | bytearray | memoryview) -> None:
         chunk = self._compressor.compress(block)
@@ -101,6 +111,8 @@ class LayerSink:
     def close(self) -> None:
         """Flush the compressor (idempotent). The caller commits ``out`` itself."""
         if not self._closed:
+            if self._background is not None:
+                self._background.finish()  # raises what the thread met (a full disk, ...)
             if self._pending:
                 self._compress(self._pending)
                 self._pending.clear()
@@ -109,9 +121,51 @@ class LayerSink:
                 self._out.write(tail)
             self._closed = True
 
+    def abort(self) -> None:
+        """Stop without flushing, after a failure: the background thread (if any) ends."""
+        if not self._closed:
+            self._closed = True
+            if self._background is not None:
+                self._background.stop()
+
     @property
     def diff_id(self) -> Digest:
         return Digest.from_hasher(self._hasher)
+
+
+class _Background:
+    """One thread running ``work`` on each queued chunk, in order; its first error is raised to the caller."""
+
+    def __init__(self, work: Callable[[bytes], None]) -> None:
+        import queue
+        import threading
+
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)  # a few MiB in flight at most
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(work,), name="lamina-compress", daemon=True)
+        self._thread.start()
+
+    def _run(self, work: Callable[[bytes], None]) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None:  # after an error, drain what is queued so the caller never blocks
+                try:
+                    work(data)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                    self._error = exc
+
+    def put(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
+
+    def finish(self) -> None:
+        self.stop()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
 
 
 def detect_compression(head: bytes) -> str:

@@ -109,11 +109,14 @@ def ingest_layer(store: Store, src: IO[bytes] | Prefixed, *, expected: Digest | 
                     counter.feed(chunk)
                 diff_id = Digest.from_hasher(hasher)
             else:
-                sink = LayerSink(writer, "gzip")
-                while chunk := plain.read(CHUNK):
-                    sink.write(chunk)
-                    counter.feed(chunk)
-                sink.close()
+                sink = LayerSink(writer, "gzip", background=True)  # decompressing here, compressing there
+                try:
+                    while chunk := plain.read(CHUNK):
+                        sink.write(chunk)
+                        counter.feed(chunk)
+                    sink.close()
+                finally:
+                    sink.abort()  # a no-op once closed
                 diff_id = sink.diff_id
             tee.drain()
         except (OSError, EOFError, ValueError) as exc:  # zlib/zstd/lzma errors derive from these
