@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,15 @@ TLS_VERIFY_HELP = ("Require HTTPS and verify certificates (default true); false:
 
 def _tls_verify(function: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--tls-verify", type=click.BOOL, default=True, metavar="BOOL", help=TLS_VERIFY_HELP)(function)
+
+
+def _transfer_progress(action: str, quiet: bool) -> contextlib.AbstractContextManager[Any]:
+    """A bar per layer on a terminal, else status lines; with ``-q`` nothing, and no renderer imported."""
+    if quiet:
+        return contextlib.nullcontext()
+    from lamina.cli.progress import transfer_progress
+
+    return transfer_progress(action)
 
 
 class _Downloads:
@@ -80,12 +90,11 @@ def pull(ctx: click.Context, name: str, all_tags: bool, platform: str | None, qu
 def _pull_one(store: Any, ref: Any, platform: str | None, quiet: bool, tls_verify: bool) -> bool:
     """Pull one reference; whether anything changed (a blob downloaded, or the tag moved)."""
     from lamina import api
-    from lamina.cli.progress import transfer_progress  # a bar per layer on a terminal, else status lines
 
     before = store.db.tag(str(ref)) if ref.digest is None else None
     if not quiet:
         click.echo(f"{ref.tag or ref.digest}: Pulling from {ref.familiar_repository}")
-    with transfer_progress("pull", quiet=quiet) as progress:
+    with _transfer_progress("pull", quiet) as progress:
         watch = _Downloads(progress)
         stored = api.pull(store, str(ref), platform=platform, progress=watch, tls_verify=tls_verify)
     if not quiet:
@@ -118,10 +127,9 @@ def push(ctx: click.Context, name: str, destination: str | None, all_tags: bool,
     if not quiet:
         click.echo(f"The push refers to repository [{ref.repository}]")
     from lamina import api
-    from lamina.cli.progress import transfer_progress  # a bar per layer on a terminal, else status lines
 
     for target in names:
-        with transfer_progress("push", quiet=quiet) as progress:
+        with _transfer_progress("push", quiet) as progress:
             source = name if not all_tags else str(target)
             result = api.push(store, source, None if all_tags else destination, progress=progress,
                               tls_verify=tls_verify)

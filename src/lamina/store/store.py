@@ -17,16 +17,16 @@ blobs first, then the image row, then the tag.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import sqlite3
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lamina.errors import ImageNotFound, LaminaError, ReferenceError_, StoreError
-from lamina.image.image import Image, Layer
 from lamina.oci import mediatype as mt
-from lamina.oci.config import ImageConfig
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 from lamina.oci.manifest import Index, Manifest, decode
@@ -35,6 +35,9 @@ from lamina.store.blobs import BlobStore
 from lamina.store.db import DB_FILE, Metadata
 from lamina.store.paths import default_root  # noqa: F401  (its home before paths.py)
 
+if TYPE_CHECKING:
+    from lamina.image.image import Image, Layer
+
 _ID_PREFIX = re.compile(r"^(?:sha256:)?([a-f0-9]{4,64})$")
 
 
@@ -42,12 +45,24 @@ _ID_PREFIX = re.compile(r"^(?:sha256:)?([a-f0-9]{4,64})$")
 
 @dataclass(frozen=True, slots=True)
 class StoredImage:
-    """An image as the store holds it, with the digests of its blobs."""
+    """An image as the store holds it, with the digests of its blobs.
+
+    ``source`` is the image or a function that decodes it from its config blob on first use
+    (``image``): a push, a tag or a removal needs only the manifest, and decoding the config
+    loads its model (a dozen dataclasses) into the process.
+    """
 
     manifest_digest: Digest
     manifest: Manifest
     config_digest: Digest
-    image: Image
+    source: Image | Callable[[], Image] = field(repr=False, compare=False)
+    _decoded: list[Image] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    @property
+    def image(self) -> Image:
+        if not self._decoded:
+            self._decoded.append(self.source() if callable(self.source) else self.source)
+        return self._decoded[0]
 
     @property
     def id(self) -> Digest:  # noqa: A003 - docker's word: the image ID is the config digest
@@ -70,6 +85,8 @@ class Store:
     # writing images ---------------------------------------------------------
     def put_image(self, image: Image, *, oci: bool = False) -> StoredImage:
         """Write config and manifest blobs and record the image (layers must be in already)."""
+        from lamina.image.image import Image, Layer
+
         for layer in image.layers:
             if not self.blobs.has(layer.digest):
                 raise StoreError(f"layer {layer.digest} of the image is not in the store")
@@ -100,6 +117,9 @@ class Store:
         return StoredImage(digest, parsed, parsed.config.digest, image)
 
     def _image_of(self, manifest: Manifest) -> Image:
+        from lamina.image.image import Image, Layer
+        from lamina.oci.config import ImageConfig
+
         config = ImageConfig.decode(self.blobs.read(manifest.config.digest))
         if len(config.diff_ids) != len(manifest.layers):
             raise StoreError(f"image config lists {len(config.diff_ids)} layers, manifest {len(manifest.layers)}")
@@ -115,7 +135,7 @@ class Store:
         manifest = decode(data)
         if isinstance(manifest, Index):
             raise StoreError(f"{manifest_digest} is an index, not an image")
-        return StoredImage(manifest_digest, manifest, manifest.config.digest, self._image_of(manifest))
+        return StoredImage(manifest_digest, manifest, manifest.config.digest, functools.partial(self._image_of, manifest))
 
     def lookup(self, name: str) -> StoredImage | None:
         """Find an image as docker does: a full image ID or digest, then a tag or ``name@digest``,
