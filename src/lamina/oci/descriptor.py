@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform as _platform
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +31,7 @@ class Platform:
 
     @classmethod
     def host(cls) -> Platform:
-        machine = _platform.machine()
+        machine = os.uname().machine  # what platform.machine() reads, without importing platform
         arch = _ARCH.get(machine, machine)
         return cls("linux", arch, "v8" if arch == "arm64" else None)
 
