@@ -87,7 +87,7 @@ for module in pkgutil.walk_packages(lamina.__path__, "lamina."):
         importlib.import_module(module.name)
     except Exception:
         pass
-for name in ("httpx", "rich.console", "rich.progress", "isal.isal_zlib", "zstandard", "click"):
+for name in ("http.client", "rich.console", "rich.progress", "isal.isal_zlib", "zstandard", "click"):
     importlib.import_module(name)
 """
 

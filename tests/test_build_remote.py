@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.server
 import io
@@ -31,6 +32,7 @@ class Site:
 
     files: dict[str, bytes] = field(default_factory=dict)
     redirects: dict[str, str] = field(default_factory=dict)
+    gzipped: set[str] = field(default_factory=set)  # sent with Content-Encoding: gzip
     requests: list[str] = field(default_factory=list)
     url: str = ""
 
@@ -52,6 +54,9 @@ def site() -> Iterator[Site]:
                 self.send_error(404)
                 return
             self.send_response(200)
+            if self.path in served.gzipped and "gzip" in self.headers.get("Accept-Encoding", ""):
+                body = gzip.compress(body)
+                self.send_header("Content-Encoding", "gzip")
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Last-Modified", formatdate(LAST_MODIFIED, usegmt=True))
             self.end_headers()
@@ -128,6 +133,16 @@ def test_fetch_saves_content_digest_and_last_modified(site: Site, tmp_path: Path
     redirected = fetch(site.url + "/latest", tmp_path, checksum=_sha(b"payload"))
     assert redirected.name == "latest"  # named after the URL written in the Dockerfile
     assert site.requests == ["/files/data.bin", "/latest", "/files/data.bin"]
+
+
+def test_fetch_undoes_a_gzip_transfer_encoding_and_bounds_redirects(site: Site, tmp_path: Path) -> None:
+    site.files["/page.txt"] = b"text " * 1000
+    site.gzipped.add("/page.txt")
+    got = fetch(site.url + "/page.txt", tmp_path)
+    assert got.path.read_bytes() == b"text " * 1000 and got.digest == _sha(b"text " * 1000)
+    site.redirects["/loop"] = "/loop"
+    with pytest.raises(BuildError, match=r"^fetching .*/loop: more than 20 redirects$"):
+        fetch(site.url + "/loop", tmp_path)
 
 
 def test_fetch_errors_are_one_line(site: Site, tmp_path: Path) -> None:

@@ -6,15 +6,17 @@ import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs
 
-import httpx
 import pytest
 
+from helpers.mockhttp import reply
 from helpers.registry import FakeRegistry, MemoryRegistry, make_image
 from lamina.errors import AuthError
 from lamina.oci.reference import Reference
 from lamina.store.store import Store
 from lamina.transport.credentials import Credential, CredentialStore
+from lamina.transport.http import Request, Response
 from lamina.transport.registry.auth import Authenticator, Challenge, parse_challenges, repository_scope
 from lamina.transport.registry.client import RegistryClient
 from lamina.transport.registry.pull import pull
@@ -48,15 +50,15 @@ class _TokenServer:
     """A ``send`` function standing in for a token endpoint."""
 
     def __init__(self, field: str = "token", expires_in: int | None = 300) -> None:
-        self.requests: list[httpx.Request] = []
+        self.requests: list[Request] = []
         self.field, self.expires_in = field, expires_in
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: Request) -> Response:
         self.requests.append(request)
         doc: dict[str, object] = {self.field: f"t{len(self.requests)}"}
         if self.expires_in is not None:
             doc["expires_in"] = self.expires_in
-        return httpx.Response(200, json=doc, request=request)
+        return reply(200, json=doc)
 
 
 class _Clock:
@@ -80,8 +82,8 @@ def test_bearer_token_reused_per_scope_until_expiry() -> None:
     assert auth.header(PULL) == "Bearer t1"
     assert auth.header(PUSH) == "Bearer t2"  # another scope, another token
     request = tokens.requests[0]
-    assert request.url.params.get_list("scope") == ["repository:app:pull"]
-    assert request.url.params["service"] == "registry.example"
+    query = parse_qs(request.parts.query)
+    assert query["scope"] == ["repository:app:pull"] and query["service"] == ["registry.example"]
     assert "Authorization" not in request.headers  # anonymous token
     clock.now += 95  # inside the renewal margin
     assert auth.header(PULL) == "Bearer t3"
@@ -114,7 +116,9 @@ def test_identity_token_uses_the_oauth2_refresh_grant() -> None:
     assert auth.header(PULL) == "Bearer t1"
     request = tokens.requests[0]
     assert request.method == "POST"
-    form = dict(item.split("=", 1) for item in request.content.decode().split("&"))
+    assert isinstance(request.body, bytes)
+    assert request.headers["content-type"] == "application/x-www-form-urlencoded"
+    form = dict(item.split("=", 1) for item in request.body.decode().split("&"))
     assert form["grant_type"] == "refresh_token" and form["refresh_token"] == "refresh"
 
 
@@ -144,8 +148,8 @@ def test_credentials_looked_up_only_when_challenged() -> None:
 
 
 def test_refused_token_request_is_an_auth_error_without_the_password() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(401, request=request)
+    def refuse(request: Request) -> Response:
+        return reply(401)
 
     auth = Authenticator(Credential("alice", "hunter2"), refuse, registry="r")
     auth.challenge(BEARER, PULL)
@@ -173,11 +177,11 @@ def test_insufficient_scope_keeps_the_token_and_asks_no_new_one() -> None:
 
 
 def test_token_server_403_says_denied_and_is_not_asked_again() -> None:
-    calls: list[httpx.Request] = []
+    calls: list[Request] = []
 
-    def deny(request: httpx.Request) -> httpx.Response:
+    def deny(request: Request) -> Response:
         calls.append(request)
-        return httpx.Response(403, request=request)
+        return reply(403)
 
     auth = Authenticator(Credential("bob", "pw"), deny, registry="r")
     auth.challenge(BEARER, PUSH)

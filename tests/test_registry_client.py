@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
+from helpers.mockhttp import MockTransport, reply
 from helpers.registry import FakeRegistry, FakeRequest, Reply, free_port
 from lamina.errors import AuthError, RegistryError
 from lamina.transport.credentials import CredentialStore
+from lamina.transport.http import ConnectError, Request, Response
 from lamina.transport.registry.auth import repository_scope
 from lamina.transport.registry.client import RegistryClient, base_url, is_loopback, response_error
 
@@ -37,12 +38,12 @@ def test_is_loopback() -> None:
     assert is_loopback("LOCALHOST:1") and is_loopback("::1") and not is_loopback("localhost.example")
 
 
-def _client(handler: Callable[[httpx.Request], httpx.Response], **kw: object) -> RegistryClient:
-    return RegistryClient("reg.example", transport=httpx.MockTransport(handler), backoff=0.001, **kw)  # type: ignore[arg-type]
+def _client(handler: Callable[[Request], Response], **kw: object) -> RegistryClient:
+    return RegistryClient("reg.example", transport=MockTransport(handler), backoff=0.001, **kw)  # type: ignore[arg-type]
 
 
-def _errors(status: int, code: str, message: str) -> httpx.Response:
-    return httpx.Response(status, json={"errors": [{"code": code, "message": message, "detail": {"x": 1}}]})
+def _errors(status: int, code: str, message: str) -> Response:
+    return reply(status, json={"errors": [{"code": code, "message": message, "detail": {"x": 1}}]})
 
 
 @pytest.mark.parametrize(("response", "unknown", "kind", "text"), [
@@ -52,12 +53,12 @@ def _errors(status: int, code: str, message: str) -> httpx.Response:
      "pulling x: unauthorized (UNAUTHORIZED: authentication required)"),
     (_errors(403, "DENIED", "requested access to the resource is denied"), None, AuthError,
      "pulling x: denied (DENIED: requested access to the resource is denied)"),
-    (httpx.Response(502, text="<html>bad gateway</html>"), None, RegistryError, "pulling x: HTTP 502 Bad Gateway"),
-    (httpx.Response(401, json={"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
-                    headers={"WWW-Authenticate": 'Bearer realm="r",scope="repository:a:push",error="insufficient_scope"'}),
+    (reply(502, text="<html>bad gateway</html>"), None, RegistryError, "pulling x: HTTP 502 Bad Gateway"),
+    (reply(401, json={"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
+           headers={"WWW-Authenticate": 'Bearer realm="r",scope="repository:a:push",error="insufficient_scope"'}),
      None, AuthError, "pulling x: denied: requested access to the resource is denied (repository:a:push not granted)"),
 ])
-def test_response_error(response: httpx.Response, unknown: str | None, kind: type[Exception], text: str) -> None:
+def test_response_error(response: Response, unknown: str | None, kind: type[Exception], text: str) -> None:
     error = response_error(response, "pulling x", unknown=unknown)
     assert type(error) is kind and str(error) == text
     assert error.status == response.status_code
@@ -67,9 +68,9 @@ def test_retries_5xx_and_429_then_succeeds() -> None:
     statuses = iter([500, 429, 503, 200])
     seen: list[int] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         seen.append(1)
-        return httpx.Response(next(statuses))
+        return reply(next(statuses))
 
     with _client(handler) as client:
         assert client.request("GET", "/v2/", scope=SCOPE, what="x").status_code == 200
@@ -79,9 +80,9 @@ def test_retries_5xx_and_429_then_succeeds() -> None:
 def test_retries_are_bounded_and_the_last_answer_is_returned() -> None:
     calls: list[int] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         calls.append(1)
-        return httpx.Response(503)
+        return reply(503)
 
     with _client(handler, tries=3) as client:
         assert client.request("GET", "/v2/", scope=SCOPE, what="x").status_code == 503
@@ -91,9 +92,9 @@ def test_retries_are_bounded_and_the_last_answer_is_returned() -> None:
 def test_non_idempotent_requests_are_not_retried() -> None:
     calls: list[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         calls.append(request.method)
-        return httpx.Response(500)
+        return reply(500)
 
     with _client(handler) as client:
         assert client.request("PATCH", "/v2/app/blobs/uploads/1", scope=SCOPE, what="x").status_code == 500
@@ -101,12 +102,12 @@ def test_non_idempotent_requests_are_not_retried() -> None:
 
 
 def test_connection_errors_are_retried_then_reported_in_one_line() -> None:
-    failures = [httpx.ConnectError("refused")]
+    failures = [ConnectError("refused")]
 
-    def flaky(request: httpx.Request) -> httpx.Response:
+    def flaky(request: Request) -> Response:
         if failures:
             raise failures.pop()
-        return httpx.Response(200)
+        return reply(200)
 
     with _client(flaky) as client:
         assert client.request("GET", "/v2/", scope=SCOPE, what="x").status_code == 200
@@ -124,17 +125,17 @@ def test_500_then_200_over_a_real_socket() -> None:
 
 
 def test_redirect_to_another_origin_drops_credentials(tmp_path: Path) -> None:
-    seen: list[httpx.Request] = []
+    seen: list[Request] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         seen.append(request)
-        if request.url.host == "cdn.example":
-            return httpx.Response(200, content=b"blob")
-        if request.url.path == "/v2/app/blobs/sha256:1":
-            return httpx.Response(307, headers={"Location": "/v2/app/blobs/mirror"})
-        if request.url.path == "/v2/app/blobs/mirror":
-            return httpx.Response(302, headers={"Location": "https://cdn.example/blob?sig=1"})
-        return httpx.Response(404)
+        if request.parts.hostname == "cdn.example":
+            return reply(200, content=b"blob")
+        if request.parts.path == "/v2/app/blobs/sha256:1":
+            return reply(307, headers={"Location": "/v2/app/blobs/mirror"})
+        if request.parts.path == "/v2/app/blobs/mirror":
+            return reply(302, headers={"Location": "https://cdn.example/blob?sig=1"})
+        return reply(404)
 
     creds = CredentialStore(tmp_path)
     creds.login("reg.example", "u", "p")
@@ -142,26 +143,26 @@ def test_redirect_to_another_origin_drops_credentials(tmp_path: Path) -> None:
         client.auth.challenge('Basic realm="r"', SCOPE)
         response = client.request("GET", "/v2/app/blobs/sha256:1", scope=SCOPE, what="x", follow_redirects=True)
     assert response.content == b"blob"
-    assert [r.url.host for r in seen] == ["reg.example", "reg.example", "cdn.example"]
+    assert [r.parts.hostname for r in seen] == ["reg.example", "reg.example", "cdn.example"]
     assert "Authorization" in seen[1].headers  # same origin keeps them
     assert "Authorization" not in seen[2].headers
 
 
 def test_redirects_not_followed_unless_asked() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(307, headers={"Location": "https://elsewhere/"})
+    def handler(request: Request) -> Response:
+        return reply(307, headers={"Location": "https://elsewhere/"})
 
     with _client(handler) as client:
         assert client.request("GET", "/v2/x", scope=SCOPE, what="x").status_code == 307
 
 
 def test_challenge_answered_and_request_resent() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/token":
-            return httpx.Response(200, json={"token": "abc"})
+    def handler(request: Request) -> Response:
+        if request.parts.path == "/token":
+            return reply(200, json={"token": "abc"})
         if request.headers.get("Authorization") == "Bearer abc":
-            return httpx.Response(200, content=b"ok")
-        return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="https://reg.example/token"'})
+            return reply(200, content=b"ok")
+        return reply(401, headers={"WWW-Authenticate": 'Bearer realm="https://reg.example/token"'})
 
     with _client(handler) as client:
         response = client.request("GET", "/v2/app/manifests/v1", scope=SCOPE, what="x")
@@ -169,22 +170,22 @@ def test_challenge_answered_and_request_resent() -> None:
 
 
 def test_location_and_params_merge() -> None:
-    seen: list[httpx.URL] = []
+    seen: list[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         seen.append(request.url)
-        return httpx.Response(201)
+        return reply(201)
 
     with _client(handler) as client:
         client.request("PUT", "https://reg.example/v2/app/blobs/uploads/u1?_state=s", scope=SCOPE, what="x",
                        params={"digest": "sha256:1"})
         client.request("PUT", "/v2/app/blobs/uploads/u2?_state=t", scope=SCOPE, what="x", params={"digest": "d"})
-    assert seen[0].params == httpx.QueryParams({"_state": "s", "digest": "sha256:1"})
+    assert seen[0] == "https://reg.example/v2/app/blobs/uploads/u1?_state=s&digest=sha256%3A1"
     assert str(seen[1]) == "https://reg.example/v2/app/blobs/uploads/u2?_state=t&digest=d"
 
 
 def test_stream_error_responses_come_back_read() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         return _errors(404, "BLOB_UNKNOWN", "blob unknown to registry")
 
     with _client(handler) as client:

@@ -14,7 +14,6 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from helpers.registry import (
@@ -30,6 +29,7 @@ from lamina.oci.digest import Digest
 from lamina.oci.reference import Reference
 from lamina.store.store import Store, StoredImage
 from lamina.transport.credentials import CredentialStore
+from lamina.transport.http import Request
 from lamina.transport.registry.client import RegistryClient
 from lamina.transport.registry.events import BlobProgress, Event
 from lamina.transport.registry.pull import pull
@@ -55,16 +55,16 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, StoredImage
 
 
 class Recorder:
-    """Counts the requests a client sends (an httpx event hook)."""
+    """Counts the requests a client sends (its ``on_request`` callback)."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, str]] = []
 
-    def __call__(self, request: httpx.Request) -> None:
-        self.requests.append((request.method, request.url.path, request.url.query.decode()))
+    def __call__(self, request: Request) -> None:
+        self.requests.append((request.method, request.parts.path, request.parts.query))
 
     def client(self, host: str, **kw: object) -> RegistryClient:
-        return RegistryClient(host, event_hooks={"request": [self]}, **kw)  # type: ignore[arg-type]
+        return RegistryClient(host, on_request=self, **kw)  # type: ignore[arg-type]
 
     def uploads(self) -> list[tuple[str, str, str]]:
         return [r for r in self.requests if "/blobs/uploads/" in r[1] and r[0] != "POST"]

@@ -252,19 +252,19 @@ def registry_session(domain: str, *, tls_verify: bool = True, credentials: Any =
     """
     from lamina.transport import mirrors
     from lamina.transport.credentials import CredentialStore
-    from lamina.transport.registry.client import RegistryClient  # its package imports httpx lean
+    from lamina.transport.registry.client import RegistryClient
 
     creds = credentials if credentials is not None else CredentialStore()
     if tls_verify:
         insecure = mirrors.load().is_insecure(domain)
         return RegistryClient(domain, credentials=creds, insecure=True if insecure else None)
-    import httpx  # after lamina.transport.registry, which imports it without trio (see its leanhttpx)
+    from lamina.transport.http import HttpTransport, Request, TransportError
 
-    https = RegistryClient(domain, credentials=creds, insecure=False, transport=httpx.HTTPTransport(verify=False))
-    try:
-        https.http.get(https.url("/v2/"), timeout=10.0).close()  # any HTTP answer means TLS works
+    https = RegistryClient(domain, credentials=creds, insecure=False, transport=HttpTransport(verify=False))
+    try:  # any HTTP answer means TLS works
+        https.http.handle(Request("GET", https.url("/v2/"), timeout=10.0)).close()
         return https
-    except httpx.TransportError:
+    except TransportError:
         https.close()
         return RegistryClient(domain, credentials=creds, insecure=True)
 

@@ -19,7 +19,8 @@ Docker's rules (BuildKit's Dockerfile frontend and its HTTP source):
 For the cache key, a download's content digest stands for the file (the
 URL is fetched again on every build, so a changed remote file changes the
 key); with ``--checksum`` the checksum does, and nothing is fetched unless
-the step has to run.  httpx is imported only when something is fetched.
+the step has to run.  HTTP (:mod:`lamina.transport.http`) is imported only
+when something is fetched.
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ from urllib.parse import unquote, urlsplit
 from lamina.errors import BuildError
 
 UNNAMED = "__unnamed__"
+_HEADERS = {"User-Agent": "lamina/0.1", "Accept-Encoding": "gzip, deflate"}
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 _CHUNK = 1 << 20
+MAX_REDIRECTS = 20  # as lamina allowed when it used httpx
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,34 +113,39 @@ def fetch(url: str, into: Path, *, checksum: str | None = None, timeout: float =
     removes the directory).  A non-2xx answer, a network error or a
     ``checksum`` mismatch raises :class:`BuildError` with a one-line message.
     """
-    import httpx
+    from urllib.parse import urljoin
+
+    from lamina.transport.http import HttpTransport, Request, TransportError
 
     target = into / f"download-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
     sink = hashlib.sha256()
     try:
-        with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(timeout, connect=30.0)) as client, \
-                client.stream("GET", url) as response:
-            if not response.is_success:
-                raise BuildError(f"fetching {url}: HTTP {response.status_code} {response.reason_phrase}".rstrip())
-            with open(target, "wb") as out:
-                for chunk in response.iter_bytes(_CHUNK):
-                    sink.update(chunk)
-                    out.write(chunk)
-            mtime = _mtime(response.headers.get("Last-Modified"))
-    except httpx.HTTPError as exc:
-        raise BuildError(f"fetching {url}: {_reason(exc)}") from exc
+        with HttpTransport(connect_timeout=30.0, timeout=timeout) as transport:
+            location = url
+            for _ in range(MAX_REDIRECTS + 1):
+                response = transport.handle(Request("GET", location, _HEADERS), stream=True)
+                if response.status_code not in _REDIRECTS or "Location" not in response.headers:
+                    break
+                response.close()
+                location = urljoin(location, response.headers["Location"])
+            else:
+                raise BuildError(f"fetching {url}: more than {MAX_REDIRECTS} redirects")
+            with response:
+                if not response.is_success:
+                    raise BuildError(f"fetching {url}: HTTP {response.status_code} {response.reason_phrase}".rstrip())
+                with open(target, "wb") as out:
+                    for chunk in response.iter_bytes(_CHUNK):
+                        sink.update(chunk)
+                        out.write(chunk)
+                mtime = _mtime(response.headers.get("Last-Modified"))
+    except TransportError as exc:
+        raise BuildError(f"fetching {url}: {exc}") from exc
     except OSError as exc:
         raise BuildError(f"fetching {url}: {exc.strerror or exc}") from exc
     digest = "sha256:" + sink.hexdigest()
     if checksum is not None and digest != checksum:
         raise BuildError(f"checksum mismatch for {url}: expected {checksum}, got {digest}")
     return Remote(url, file_name(url), target, digest, mtime)
-
-
-def _reason(exc: Exception) -> str:
-    """A one-line reason for a transport failure (httpx's messages may span lines)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text
 
 
 __all__ = ["UNNAMED", "Remote", "check_flags", "fetch", "file_name", "is_git", "is_url"]

@@ -4,11 +4,11 @@
 :class:`RegistryClient` is the HTTP session they share (auth, TLS, retries,
 redirects), with credentials from the docker config
 (:mod:`lamina.transport.credentials`). Progress is reported as events
-(:mod:`.events`), never printed. httpx is imported only by this package, so
-commands that never touch a registry do not pay for it.
+(:mod:`.events`), never printed. HTTP is :mod:`lamina.transport.http`
+(the standard library's ``http.client``), imported only when a command
+talks to a registry or fetches a URL.
 """
 
-from lamina.transport.registry import leanhttpx  # noqa: F401  (first: httpx without trio, see there)
 from lamina.transport.registry.client import RegistryClient
 from lamina.transport.registry.events import BlobProgress, Event, Progress, Resolved
 from lamina.transport.registry.pull import pull

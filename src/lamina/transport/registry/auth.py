@@ -22,11 +22,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-
-import httpx
+from urllib.parse import urlencode
 
 from lamina.errors import AuthError
 from lamina.transport.credentials import Credential
+from lamina.transport.http import Request, Response, with_params
 
 DEFAULT_EXPIRY = 60.0  # the token spec's default when expires_in is absent
 _EXPIRY_MARGIN = 10.0  # renew a little early: a token must outlive the request it is on
@@ -73,7 +73,7 @@ class _Token:
     expires: float
 
 
-Send = Callable[[httpx.Request], httpx.Response]
+Send = Callable[[Request], Response]
 
 
 class Authenticator:
@@ -168,17 +168,18 @@ class Authenticator:
         if cred is not None and cred.identity_token:
             form = {"grant_type": "refresh_token", "refresh_token": cred.identity_token,
                     "service": service, "scope": " ".join(scope), "client_id": "lamina"}
-            request = httpx.Request("POST", realm, data=form)
+            request = Request("POST", realm, {"Content-Type": "application/x-www-form-urlencoded"},
+                              urlencode(form).encode())
         else:
-            params: list[tuple[str, str | int | float | bool | None]] = [("scope", s) for s in scope]
+            params = [("scope", s) for s in scope]
             if service:
                 params.insert(0, ("service", service))
             headers = {"Authorization": self._basic()} if cred is not None and cred.username else {}
-            request = httpx.Request("GET", realm, params=params, headers=headers)
+            request = Request("GET", with_params(realm, params), headers)
         response = self._send(request)
         return self._parse_token(response, scope)
 
-    def _parse_token(self, response: httpx.Response, scope: Scope) -> _Token:
+    def _parse_token(self, response: Response, scope: Scope) -> _Token:
         if response.status_code == 403:  # some token services refuse outright what others leave out of the token
             raise AuthError(f"{self._registry}: the token server denied access to {' '.join(scope) or 'the registry'}"
                             " (403)", status=403)

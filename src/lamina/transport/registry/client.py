@@ -19,24 +19,29 @@ nothing of images: ``pull`` and ``push`` say which endpoint to call.
 from __future__ import annotations
 
 import ipaddress
-import ssl
-import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
-
-import httpx
+from urllib.parse import urljoin, urlsplit
 
 from lamina.errors import AuthError, RegistryError
 from lamina.oci import mediatype as mt
 from lamina.transport.credentials import CredentialStore
+from lamina.transport.http import (
+    HttpTransport,
+    Request,
+    Response,
+    Transport,
+    TransportError,
+    UnsupportedProtocol,
+    with_params,
+)
 from lamina.transport.registry.auth import Authenticator, Scope, insufficient_scope, parse_challenges
 
 DOCKER_HUB_API = "registry-1.docker.io"
 MANIFEST_ACCEPT = ", ".join((mt.OCI_INDEX, mt.DOCKER_MANIFEST_LIST, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST))
 USER_AGENT = "lamina/0.1"
+DEFAULT_HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"}
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -75,26 +80,21 @@ class RegistryClient:
 
     ``credentials`` are consulted only when the registry challenges. Use as a
     context manager, or call :meth:`close`, to release pooled connections.
+    ``on_request`` is called with every request sent, token requests included
+    (tests count round trips with it).
     """
 
     def __init__(self, domain: str, *, credentials: CredentialStore | None = None,
                  insecure: bool | None = None, ca_file: str | Path | None = None,
-                 transport: httpx.BaseTransport | None = None, tries: int = 4, backoff: float = 0.5,
-                 timeout: float = 60.0, event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None) -> None:
+                 transport: Transport | None = None, tries: int = 4, backoff: float = 0.5,
+                 timeout: float = 60.0, on_request: Callable[[Request], None] | None = None) -> None:
         self.domain = domain
-        self.base_url = httpx.URL(base_url(domain, insecure))
+        self.base_url = base_url(domain, insecure)
         self._tries = max(1, tries)
         self._backoff = backoff
-        limits = httpx.Limits(max_connections=16, max_keepalive_connections=8)
-        mounts: dict[str, httpx.BaseTransport | None] = {}
-        if transport is None:
-            transport = _LazyTransport(lambda: httpx.HTTPTransport(verify=_tls_context(ca_file), limits=limits))
-            if not {"http", "all"} & set(urllib.request.getproxies()):  # else httpx mounts its proxy there
-                # plain-HTTP requests never need the TLS context: this transport's is a bare one (no CA bundle)
-                mounts["http://"] = httpx.HTTPTransport(verify=False, limits=limits)
-        self.http = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=15.0), transport=transport, mounts=mounts,
-            follow_redirects=False, headers={"User-Agent": USER_AGENT}, event_hooks=dict(event_hooks or {}))
+        # its TLS context is made at the first https request: a loopback registry never needs one
+        self.http: Transport = transport if transport is not None else HttpTransport(ca_file=ca_file, timeout=timeout)
+        self._on_request = on_request
         lookup = (lambda: credentials.get(domain)) if credentials is not None else None
         self.auth = Authenticator(lookup, self._send_token_request, registry=domain)
 
@@ -107,14 +107,14 @@ class RegistryClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def url(self, path: str) -> httpx.URL:
+    def url(self, path: str) -> str:
         """Resolve an API path or a ``Location`` header (relative or absolute) against the base."""
-        return self.base_url.join(path)
+        return urljoin(self.base_url, path)
 
     def request(self, method: str, path: str, *, scope: Scope, what: str,
                 headers: Mapping[str, str] | None = None, body: Body = None,
                 params: Mapping[str, str] | None = None, stream: bool = False,
-                retry: bool | None = None, follow_redirects: bool = False) -> httpx.Response:
+                retry: bool | None = None, follow_redirects: bool = False) -> Response:
         """Send with auth and retries; returns the final response whatever its status.
 
         A ``stream=True`` response with status < 400 is open and the caller
@@ -126,7 +126,7 @@ class RegistryClient:
             try:
                 response = self._send_authed(method, self.url(path), scope, headers or {}, body,
                                              params, stream, follow_redirects)
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 if last or not _retryable(exc):
                     raise RegistryError(f"{what}: {self.domain}: {_describe(exc)}") from exc
                 self._pause(attempt, None)
@@ -141,9 +141,9 @@ class RegistryClient:
             return response
         raise AssertionError("unreachable")
 
-    def _send_authed(self, method: str, url: httpx.URL, scope: Scope, headers: Mapping[str, str],
+    def _send_authed(self, method: str, url: str, scope: Scope, headers: Mapping[str, str],
                      body: Body, params: Mapping[str, str] | None, stream: bool,
-                     follow: bool) -> httpx.Response:
+                     follow: bool) -> Response:
         sent = self.auth.header(scope)
         response = self._send(method, url, sent, headers, body, params, stream, follow)
         challenge = response.headers.get("WWW-Authenticate")
@@ -152,33 +152,40 @@ class RegistryClient:
         response.close()
         return self._send(method, url, self.auth.header(scope), headers, body, params, stream, follow)
 
-    def _send(self, method: str, url: httpx.URL, auth: str | None, headers: Mapping[str, str],
-              body: Body, params: Mapping[str, str] | None, stream: bool, follow: bool) -> httpx.Response:
+    def _send(self, method: str, url: str, auth: str | None, headers: Mapping[str, str],
+              body: Body, params: Mapping[str, str] | None, stream: bool, follow: bool) -> Response:
         content = body() if callable(body) else body
-        sent = dict(headers, Authorization=auth) if auth else dict(headers)
-        if params:  # merged by hand: httpx would replace a Location's own query (``_state``)
-            url = url.copy_merge_params(params)
-        request = self.http.build_request(method, url, headers=sent, content=content)
+        sent = _headers(headers, auth)
+        if params:  # merged into the URL's own query: a Location's ``_state`` must survive
+            url = with_params(url, params)
+        request = Request(method, url, sent, content)
         for _ in range(MAX_REDIRECTS):
-            response = self.http.send(request, stream=stream)
+            response = self._handle(request, stream)
             location = response.headers.get("Location")
             if not follow or response.status_code not in REDIRECTS or not location:
                 return response
             response.close()
-            target = request.url.join(location)
+            target = urljoin(request.url, location)
             if _origin(target) != _origin(self.base_url):
                 sent.pop("Authorization", None)  # a CDN or object store must not see our token
-            request = self.http.build_request(method if method == "HEAD" else "GET", target, headers=sent)
-        raise RegistryError(f"{method} {url.path}: more than {MAX_REDIRECTS} redirects")
+            request = Request(method if method == "HEAD" else "GET", target, sent)
+        raise RegistryError(f"{method} {urlsplit(url).path}: more than {MAX_REDIRECTS} redirects")
 
-    def _send_token_request(self, request: httpx.Request) -> httpx.Response:
+    def _handle(self, request: Request, stream: bool = False) -> Response:
+        if self._on_request is not None:
+            self._on_request(request)
+        return self.http.handle(request, stream=stream)
+
+    def _send_token_request(self, request: Request) -> Response:
         """Token requests share the session's TLS settings and retries."""
+        request = Request(request.method, request.url, _headers(request.headers, None), request.body)
         for attempt in range(self._tries):
             try:
-                response = self.http.send(request)
-            except httpx.TransportError as exc:
+                response = self._handle(request)
+            except TransportError as exc:
                 if attempt == self._tries - 1 or not _retryable(exc):
-                    raise AuthError(f"{self.domain}: token server {request.url.host}: {_describe(exc)}") from exc
+                    host = urlsplit(request.url).hostname
+                    raise AuthError(f"{self.domain}: token server {host}: {_describe(exc)}") from exc
             else:
                 if response.status_code not in RETRY_STATUSES or attempt == self._tries - 1:
                     return response
@@ -192,36 +199,17 @@ class RegistryClient:
         time.sleep(min(delay, _MAX_DELAY))
 
 
-def _tls_context(ca_file: str | Path | None) -> ssl.SSLContext:
-    """The verifying TLS context: ``ca_file``'s CAs, else the system's (httpx's certifi bundle)."""
-    if ca_file:
-        return ssl.create_default_context(cafile=str(ca_file))
-    return httpx.create_ssl_context()
+def _headers(given: Mapping[str, str], auth: str | None) -> dict[str, str]:
+    """The session's default headers, overridden by ``given`` whatever their case, and ``auth``."""
+    names = {name.lower() for name in given}
+    sent = {name: value for name, value in DEFAULT_HEADERS.items() if name.lower() not in names}
+    sent.update(given)
+    if auth:
+        sent["Authorization"] = auth
+    return sent
 
 
-class _LazyTransport(httpx.BaseTransport):
-    """A transport made at its first request: loading a CA bundle into a TLS context costs
-    30-200 ms, which a push to a plain-HTTP (loopback) registry never needs."""
-
-    def __init__(self, make: Callable[[], httpx.BaseTransport]) -> None:
-        self._make = make
-        self._transport: httpx.BaseTransport | None = None
-        self._lock = threading.Lock()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        with self._lock:
-            if self._transport is None:
-                self._transport = self._make()
-            transport = self._transport
-        return transport.handle_request(request)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._transport is not None:
-                self._transport.close()
-
-
-def response_error(response: httpx.Response, what: str, *, unknown: str | None = None) -> RegistryError:
+def response_error(response: Response, what: str, *, unknown: str | None = None) -> RegistryError:
     """A one-line error for a failed response: ``what`` we did, ``unknown`` for a 404's subject.
 
     ``unknown`` reads like ``manifest unknown: app:v1`` or ``blob unknown: sha256:…``.
@@ -243,7 +231,7 @@ def response_error(response: httpx.Response, what: str, *, unknown: str | None =
     return RegistryError(f"{what}: HTTP {status} {reason}".rstrip() + suffix, status=status, code=code)
 
 
-def _insufficient_scope(response: httpx.Response) -> str | None:
+def _insufficient_scope(response: Response) -> str | None:
     """The scope a Bearer ``insufficient_scope`` challenge names (``"access"`` without one), else None."""
     for challenge in parse_challenges(response.headers.get("WWW-Authenticate", "")):
         if insufficient_scope(challenge):
@@ -260,30 +248,31 @@ def _sorted_actions(scope: str) -> str:
     return " ".join(parts)
 
 
-def registry_errors(response: httpx.Response) -> tuple[tuple[str, ...], str]:
+def registry_errors(response: Response) -> tuple[tuple[str, ...], str]:
     """The ``errors[].code`` list and a short ``CODE: message; …`` text from an error body."""
     try:
         doc = response.json()
         errors = doc.get("errors") or []
         pairs = [(str(e.get("code") or "UNKNOWN"), str(e.get("message") or "")) for e in errors]
-    except (ValueError, AttributeError, TypeError, httpx.ResponseNotRead, UnicodeDecodeError):
+    except (ValueError, AttributeError, TypeError, TransportError):
         return (), ""
     text = "; ".join(f"{c}: {m}" if m else c for c, m in pairs)
     text = " ".join(text.split())  # one line, whatever the registry put in
     return tuple(c for c, _ in pairs), (text[:300] + "…" if len(text) > 300 else text)
 
 
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    default = {"http": 80, "https": 443}.get(url.scheme)
-    return url.scheme, url.host, url.port or default
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, parts.hostname, parts.port or default
 
 
-def _retryable(exc: httpx.TransportError) -> bool:
+def _retryable(exc: TransportError) -> bool:
     """Connection trouble is worth a retry; a certificate the client rejects is not."""
-    return "CERTIFICATE_VERIFY_FAILED" not in str(exc) and not isinstance(exc, httpx.UnsupportedProtocol)
+    return "CERTIFICATE_VERIFY_FAILED" not in str(exc) and not isinstance(exc, UnsupportedProtocol)
 
 
-def _describe(exc: httpx.TransportError) -> str:
+def _describe(exc: TransportError) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"
 

@@ -13,8 +13,6 @@ import contextlib
 import hashlib
 from dataclasses import dataclass
 
-import httpx
-
 from lamina.errors import DigestMismatch, LaminaError, RegistryError
 from lamina.image.layersize import BackgroundSizeCounter
 from lamina.oci.descriptor import Descriptor, Platform
@@ -23,6 +21,7 @@ from lamina.oci.manifest import Index, Manifest, decode
 from lamina.oci.reference import Reference
 from lamina.store.store import Store, StoredImage
 from lamina.transport import mirrors
+from lamina.transport.http import Response, TransportError
 from lamina.transport.registry.auth import repository_scope
 from lamina.transport.registry.client import MANIFEST_ACCEPT, RegistryClient, response_error
 from lamina.transport.registry.events import BlobKind, Emitter, Progress, Resolved
@@ -177,7 +176,7 @@ def _fetch_blob(job: _Pull, desc: Descriptor, kind: BlobKind, sizes: dict[Digest
             if size is not None and sizes is not None:
                 sizes[desc.digest] = size
             return
-        except httpx.TransportError as exc:
+        except TransportError as exc:
             if attempt == BLOB_TRIES - 1:
                 raise RegistryError(f"{job.what}: downloading {desc.digest}: {type(exc).__name__}: {exc}") from exc
 
@@ -262,7 +261,7 @@ def _decode(data: bytes, media_type: str, what: str) -> Manifest | Index:
         raise RegistryError(f"{what}: {exc}") from exc
 
 
-def _read_limited(response: httpx.Response, limit: int, what: str) -> bytes:
+def _read_limited(response: Response, limit: int, what: str) -> bytes:
     parts: list[bytes] = []
     size = 0
     try:
@@ -271,7 +270,7 @@ def _read_limited(response: httpx.Response, limit: int, what: str) -> bytes:
             if size > limit:
                 raise RegistryError(f"{what}: manifest larger than {limit} bytes")
             parts.append(chunk)
-    except httpx.TransportError as exc:
+    except TransportError as exc:
         raise RegistryError(f"{what}: reading manifest: {type(exc).__name__}: {exc}") from exc
     return b"".join(parts)
 

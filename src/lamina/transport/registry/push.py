@@ -25,8 +25,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-
-import httpx
+from urllib.parse import urljoin
 
 from lamina.errors import AuthError, RegistryError, StoreError
 from lamina.oci.descriptor import Descriptor
@@ -34,6 +33,7 @@ from lamina.oci.digest import Digest
 from lamina.oci.reference import Reference
 from lamina.store.store import Store, StoredImage
 from lamina.transport.credentials import CredentialStore
+from lamina.transport.http import Response
 from lamina.transport.registry.auth import repository_scope
 from lamina.transport.registry.client import Body, RegistryClient, response_error
 from lamina.transport.registry.events import BlobKind, Emitter, Progress
@@ -259,9 +259,9 @@ def _file_body(job: _Push, digest: Digest, kind: BlobKind, start: int, length: i
     return read
 
 
-def _location(response: httpx.Response) -> str:
+def _location(response: Response) -> str:
     """A Location header, made absolute against the request it answered (it may be relative)."""
-    return str(response.url.join(response.headers["Location"]))
+    return urljoin(response.url, response.headers["Location"])
 
 
 def _octets(length: int) -> dict[str, str]:
