@@ -190,8 +190,9 @@ def test_a_failed_stage_stops_the_others_and_is_the_error(store: Store, tmp_path
     assert not any(isinstance(e, events.StepStarted) and e.stage == "2" for e in seen)
     assert not any((store.root / "mounts").iterdir())
     assert str(store.root) not in Path("/proc/self/mountinfo").read_text()
-    runc_state = store.root / "runc"
-    assert not runc_state.exists() or not any(runc_state.iterdir())
+    for runtime in ("runc", "crun"):
+        state = store.root / runtime
+        assert not state.exists() or not any(state.iterdir())
     # the stage that finished is kept: the fixed build reuses it
     (ctx / "Dockerfile").write_text(dockerfile.replace("exit 3", "true"))
     _, seen = _build(store, ctx, dockerfile.replace("exit 3", "true"))

@@ -778,7 +778,8 @@ def test_go_service_from_scratch(root: Path, tmp_path: Path) -> None:
         server.wait(60)
     assert page == b"<h1>from scratch</h1>\n"
     assert server.returncode == 130
-    assert not any((root / "runc").iterdir())  # the container was removed
+    assert not any(p for runtime in ("runc", "crun") if (root / runtime).is_dir()
+                   for p in (root / runtime).iterdir())  # the container was removed
 
 
 def _fetch(url: str, process: subprocess.Popen[bytes]) -> bytes:

@@ -72,7 +72,7 @@ def test_ctrl_c_with_crun_and_cleanup_spares_live_containers(base: Path, tmp_pat
     proc = subprocess.Popen([sys.executable, "-m", "lamina", "--root", str(base), "build", "--runtime", "crun",
                              str(ctx)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    state = base / "runc"
+    state = base / "crun"  # each runtime keeps its own state dir in the store
     try:
         seen = b""
         deadline = time.monotonic() + 60
@@ -91,3 +91,15 @@ def test_ctrl_c_with_crun_and_cleanup_spares_live_containers(base: Path, tmp_pat
     listed = subprocess.run(["crun", "--root", str(state), "list", "-q"], capture_output=True, text=True)
     assert listed.stdout.strip() == ""
     assert list((base / "tmp").iterdir()) == []
+
+
+@needs_crun
+def test_auto_builds_and_runs_with_crun_when_installed(base: Path, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox:test\nRUN echo auto > /auto\n")
+    lamina(base, "build", "-t", "auto:1", str(ctx))  # --runtime auto, the default
+    assert lamina(base, "run", "--rm", "auto:1", "cat", "/auto").stdout == "auto\n"
+    assert (base / "crun").is_dir() and not (base / "runc").exists()  # crun's state dir, none of runc's
+    lamina(base, "build", "--no-cache", "--runtime", "runc", "-t", "auto:2", str(ctx))
+    assert (base / "runc").is_dir()  # both live side by side; recovery looks in each

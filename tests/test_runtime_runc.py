@@ -316,3 +316,54 @@ def test_cleanup_stale_removes_orphans_only(rootfs: Path, state: Path, tmp_path:
     finally:
         subprocess.run(["runc", "--root", str(state), "delete", "--force", "lamina-live"], check=False)
     assert cleanup_stale(tmp_path / "no-such-state") == ()
+
+
+# --- which runtime: auto is crun where it can run, else runc ------------------------------------
+
+
+@pytest.fixture
+def runtimes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, object]:
+    """Fake installs (``installed``), a fake cgroup layout (``unified``) and namespace (``private``)."""
+    from lamina.runtime import runc
+
+    world: dict[str, object] = {"installed": {"runc", "crun"}, "private": False}
+    unified = tmp_path / "unified"
+    unified.mkdir()
+    monkeypatch.setattr(runc, "_which", lambda name: f"/usr/bin/{name}" if name in world["installed"] else None)  # type: ignore[operator]
+    monkeypatch.setattr(runc, "UNIFIED_CGROUP", unified)
+    monkeypatch.setattr(runc, "in_private_mount_namespace", lambda: world["private"])
+    world["unified"] = unified
+    return world
+
+
+def test_auto_prefers_crun(runtimes: dict[str, object]) -> None:
+    from lamina.runtime.runc import choose_runtime
+
+    assert choose_runtime("auto") == "/usr/bin/crun"  # no hybrid cgroup layout: crun runs anywhere
+    assert choose_runtime("runc") == "/usr/bin/runc"  # a named runtime is taken as asked
+
+
+def test_auto_on_a_hybrid_host_takes_crun_only_in_a_private_namespace(runtimes: dict[str, object]) -> None:
+    from lamina.runtime.runc import choose_runtime
+
+    (runtimes["unified"] / "cgroup.controllers").write_text("cpu memory\n")  # type: ignore[operator]
+    assert choose_runtime("auto") == "/usr/bin/runc"  # crun would refuse the layout it cannot hide here
+    runtimes["private"] = True
+    assert choose_runtime("auto") == "/usr/bin/crun"
+
+
+def test_auto_without_crun_is_runc_and_without_either_an_error(runtimes: dict[str, object]) -> None:
+    from lamina.runtime.runc import choose_runtime
+
+    runtimes["installed"] = {"runc"}
+    assert choose_runtime("auto") == "/usr/bin/runc"
+    runtimes["installed"] = set()
+    with pytest.raises(RuntimeError_, match="OCI runtime 'runc' not found"):
+        choose_runtime("auto")
+
+
+def test_each_runtime_keeps_its_own_state_dir(tmp_path: Path) -> None:
+    from lamina.runtime.runc import state_dir
+
+    assert state_dir(tmp_path, "/usr/bin/crun") == tmp_path / "crun"
+    assert state_dir(tmp_path, "/usr/sbin/runc") == tmp_path / "runc"

@@ -106,7 +106,7 @@ def _ignore(event: object) -> None:
 
 @_leased("build")
 def build(store: Store, options: BuildOptions, *, listener: events.Listener | None = None,
-          snapshotter: str = "auto", runtime: str = "runc") -> StoredImage:
+          snapshotter: str = "auto", runtime: str = "auto") -> StoredImage:
     from lamina.build.builder import Builder
 
     env = _StepEnvironment(store, snapshotter, runtime)
@@ -118,8 +118,8 @@ def build(store: Store, options: BuildOptions, *, listener: events.Listener | No
 
 
 def _has_leftovers(store: Store) -> bool:
-    """Whether runc state or mount work dirs exist (a directory listing each; usually both empty)."""
-    for name in ("runc", "mounts"):
+    """Whether runtime state or mount work dirs exist (a directory listing each; usually all empty)."""
+    for name in ("runc", "crun", "mounts"):
         try:
             with os.scandir(store.root / name) as entries:
                 if any(True for _ in entries):
@@ -158,13 +158,11 @@ class _StepEnvironment:
     def setup(self) -> tuple[Any, Any]:
         with self._lock:
             if self._ready is None:
-                from lamina.runtime.runc import RuncExecutor
-
                 store, name, runtime = self._args
                 self.enter_namespace()
                 chosen = _snapshotter(store, name)
-                recover(store, chosen, runtime)
-                executor = RuncExecutor(store.root / "runc", runtime=runtime, bundle_dir=store.root / "tmp")
+                recover(store, chosen)
+                executor = _executor(store, runtime)
                 self._ready = (chosen, executor)
             return self._ready
 
@@ -198,17 +196,32 @@ class _LazyExecutor:
         return getattr(self._env.setup()[1], name)
 
 
-def recover(store: Store, snapshotter, runtime: str = "runc") -> None:  # type: ignore[no-untyped-def]
-    """Clean up what a killed lamina process left: mounts' work dirs, runc containers, temp files.
+def _executor(store: Store, runtime: str) -> Any:
+    """The runtime executor for ``runtime`` (``auto``: crun if it can run here, else runc), keeping its
+    containers' state in the store; called inside the private mount namespace."""
+    from lamina.runtime.runc import RuncExecutor, choose_runtime, state_dir
+
+    binary = choose_runtime(runtime)
+    return RuncExecutor(state_dir(store.root, binary), runtime=binary, bundle_dir=store.root / "tmp")
+
+
+def recover(store: Store, snapshotter) -> None:  # type: ignore[no-untyped-def]
+    """Clean up what a killed lamina process left: mounts' work dirs, containers, temp files.
 
     Cheap when there is nothing to do (a directory listing each), so every build and run starts
     with it; live processes' leftovers are never touched (their work dirs are locked).
     """
-    from lamina.runtime.runc import cleanup_stale
+    from lamina.errors import RuntimeError_
+    from lamina.runtime.runc import RUNTIMES, cleanup_stale, find_runtime
 
-    state = store.root / "runc"
-    if state.is_dir() and any(state.iterdir()):  # first: a dead build's container may still write to its upper dir
-        cleanup_stale(state, runtime=runtime)
+    for name in RUNTIMES:  # first: a dead build's container may still write to its upper dir
+        state = store.root / name
+        if state.is_dir() and any(state.iterdir()):
+            try:
+                binary = find_runtime(name)
+            except RuntimeError_:
+                continue  # that runtime is gone: nothing can stop its containers any more
+            cleanup_stale(state, runtime=binary)
     snapshotter.cleanup_stale(store.root / "mounts")
     store.blobs.clean_tmp()
     tmp = store.root / "tmp"  # RUN --mount scratch dirs (bind copies); imported only when some exist
@@ -349,7 +362,7 @@ def load(store: Store, src: BinaryIO | Path):  # type: ignore[no-untyped-def]
 def run(store: Store, name: str, args: Sequence[str] = (), *, env: Sequence[str] = (), network: str = "host",
         workdir: str | None = None, user: str | None = None, entrypoint: str | None = None,
         stdin: BinaryIO | None = None, output: Callable[[bytes], None] | None = None, tty: bool = False,
-        snapshotter: str = "auto", runtime: str = "runc", errors: Callable[[bytes], None] | None = None) -> int:
+        snapshotter: str = "auto", runtime: str = "auto", errors: Callable[[bytes], None] | None = None) -> int:
     """Run an image's ENTRYPOINT/CMD (or ``args``) in a throw-away container; return its exit code.
 
     ``errors`` receives the container's stderr apart from ``output`` (as ``docker run`` keeps them).
@@ -360,7 +373,6 @@ def run(store: Store, name: str, args: Sequence[str] = (), *, env: Sequence[str]
     from lamina.build.users import resolve_user
     from lamina.errors import BuildError
     from lamina.runtime.mountns import enter_private_mount_namespace
-    from lamina.runtime.runc import RuncExecutor
     from lamina.runtime.spec import ProcessSpec
     enter_private_mount_namespace()
     stored = store.resolve(name)
@@ -377,9 +389,9 @@ def run(store: Store, name: str, args: Sequence[str] = (), *, env: Sequence[str]
     lowers = LayerManager(store).lowers(stored.image)
     work = store.root / "mounts"
     work.mkdir(exist_ok=True)
-    executor = RuncExecutor(store.root / "runc", runtime=runtime, bundle_dir=store.root / "tmp")
+    executor = _executor(store, runtime)
     chosen = _snapshotter(store, snapshotter)
-    recover(store, chosen, runtime)
+    recover(store, chosen)
     with chosen.prepare(lowers, work) as mount:
         root = mount.root
         uid, gid, groups = resolve_user(root, user if user is not None else cfg.user)
@@ -390,12 +402,12 @@ def run(store: Store, name: str, args: Sequence[str] = (), *, env: Sequence[str]
                               uid=uid, gid=gid, additional_gids=groups, terminal=tty)
         code = executor.run(root, process, network=network, stdin=stdin, output=output, errors=errors)
         mount.discard()
-    return code
+    return int(code)
 
 
 def debug(store: Store, build: str | None = None, command: str | None = None, *, stdin: BinaryIO | None = None,
           output: Callable[[bytes], None] | None = None, tty: bool = False, snapshotter: str = "auto",
-          runtime: str = "runc", warn: Callable[[str], None] | None = None) -> int:
+          runtime: str = "auto", warn: Callable[[str], None] | None = None) -> int:
     """Start ``/bin/sh`` (or ``sh -c command``) over the filesystem a failed RUN left; return its exit code.
 
     The container sees what the RUN saw (its parent layers, then what it wrote
@@ -413,7 +425,6 @@ def debug(store: Store, build: str | None = None, command: str | None = None, *,
     from lamina.build.users import resolve_user
     from lamina.errors import BuildError
     from lamina.runtime.mountns import enter_private_mount_namespace
-    from lamina.runtime.runc import RuncExecutor
     from lamina.runtime.spec import ProcessSpec
 
     if build is None:
@@ -434,8 +445,8 @@ def debug(store: Store, build: str | None = None, command: str | None = None, *,
         warn(f"not re-created (secrets are never kept; binds from stages or images): {', '.join(left_out)}")
     enter_private_mount_namespace()
     chosen = _snapshotter(store, snapshotter)
-    recover(store, chosen, runtime)
-    executor = RuncExecutor(store.root / "runc", runtime=runtime, bundle_dir=store.root / "tmp")
+    recover(store, chosen)
+    executor = _executor(store, runtime)
     work = store.root / "mounts"
     with chosen.prepare(lowers, work) as mount:
         root = mount.root

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -133,12 +134,26 @@ def mounts_under(path: Path) -> list[str]:
 
 
 def containers(root: Path) -> list[str]:
-    """runc containers left in the store's runc state dir."""
-    state = root / "runc"
-    if not state.is_dir():
-        return []
-    listed = subprocess.run(["runc", "--root", str(state), "list", "-q"], capture_output=True, text=True, timeout=60)
-    return listed.stdout.split()
+    """Containers left in the store's runtime state dirs (``runc/``, ``crun/``), as each runtime lists them."""
+    found = []
+    for runtime in ("runc", "crun"):
+        state = root / runtime
+        if state.is_dir() and shutil.which(runtime):
+            listed = subprocess.run([runtime, "--root", str(state), "list", "-q"], capture_output=True, text=True,
+                                    timeout=60)
+            found += listed.stdout.split()
+    return found
+
+
+def delete_containers(root: Path) -> None:
+    """Force-delete every container in the store's runtime state dirs (a test's own cleanup)."""
+    for runtime in ("runc", "crun"):
+        state = root / runtime
+        if state.is_dir() and shutil.which(runtime):
+            for name in subprocess.run([runtime, "--root", str(state), "list", "-q"], capture_output=True,
+                                       text=True, timeout=60).stdout.split():
+                subprocess.run([runtime, "--root", str(state), "delete", "--force", name], capture_output=True,
+                               timeout=60)
 
 
 def store_processes(root: Path) -> list[int]:

@@ -67,7 +67,8 @@ def _secrets(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--platform", help="Target platform (os/arch[/variant]).")
 @click.option("--timestamp", type=int, help="Clamp times to this epoch (also SOURCE_DATE_EPOCH).")
 @click.option("--snapshotter", default="auto", type=click.Choice(["auto", "overlayfs", "native"]))
-@click.option("--runtime", default="runc", help="OCI runtime binary (runc, crun).")
+@click.option("--runtime", default="auto", show_default=True,
+              help="OCI runtime: auto (crun when installed, else runc), runc, crun, or a binary's path.")
 @click.option("--oci", is_flag=True, help="Write OCI media types instead of Docker's.")
 @click.option("--secret", "secrets", multiple=True,
               help="Secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR (repeatable).")

@@ -58,7 +58,8 @@ def logs(ctx: click.Context, build: str | None, step: int | None, list_: bool) -
 @click.argument("build", required=False)
 @click.option("--cmd", "command", help="Run this shell command instead of an interactive /bin/sh.")
 @click.option("--snapshotter", default="auto", type=click.Choice(["auto", "overlayfs", "native"]))
-@click.option("--runtime", default="runc", help="OCI runtime binary (runc, crun).")
+@click.option("--runtime", default="auto", show_default=True,
+              help="OCI runtime: auto (crun when installed, else runc), runc, crun, or a binary's path.")
 @click.pass_context
 def debug(ctx: click.Context, build: str | None, command: str | None, snapshotter: str, runtime: str) -> None:
     """Open a shell in the container of a failed RUN step (default: the newest one kept).
@@ -71,7 +72,7 @@ def debug(ctx: click.Context, build: str | None, command: str | None, snapshotte
 
 
 def run_debug(store: Any, build: str | None, command: str | None = None, *, snapshotter: str = "auto",
-              runtime: str = "runc") -> int:
+              runtime: str = "auto") -> int:
     """Run the debug container: on a terminal when there is one and no ``command``."""
     from lamina import api
 

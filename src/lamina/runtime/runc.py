@@ -56,10 +56,10 @@ _MNT_DETACH = 2
 
 
 class RuncExecutor:
-    """Runs processes with ``runc run``; ``runtime`` may name crun instead."""
+    """Runs processes with ``runc run``; ``runtime`` may name crun instead (or ``auto``: :func:`choose_runtime`)."""
 
     def __init__(self, root: Path, *, runtime: str = "runc", bundle_dir: Path | None = None) -> None:
-        self._binary = find_runtime(runtime)
+        self._binary = choose_runtime(runtime)
         self._root = Path(root)
         self._bundle_dir = bundle_dir
         self._nofile = nofile_limit()
@@ -206,10 +206,49 @@ def hide_hybrid_cgroup2(unified: Path = UNIFIED_CGROUP) -> bool:
 
 def find_runtime(runtime: str) -> str:
     """Return the path of the OCI runtime binary ``runtime`` (a name or a path)."""
-    found = shutil.which(runtime) or shutil.which(runtime, path="/usr/local/sbin:/usr/sbin:/sbin")
+    found = _which(runtime)
     if found is None:
         raise RuntimeError_(f"OCI runtime {runtime!r} not found on PATH")
     return found
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
+
+
+AUTO = "auto"
+RUNTIMES = ("crun", "runc")  # what ``auto`` picks from, in this order
+
+
+def choose_runtime(runtime: str = AUTO) -> str:
+    """The path of the runtime to use: ``runtime`` itself, or for ``auto`` crun when it is installed
+    and can run here, else runc.
+
+    crun (C) starts a container in about half runc's (Go) time, ~40 ms less per RUN here, as
+    podman and buildah prefer it. On a hybrid cgroup host it can run only where its v2 hierarchy
+    can be hidden (:func:`hide_hybrid_cgroup2`): in lamina's private mount namespace, which the
+    build and run paths enter before they choose.
+    """
+    if runtime != AUTO:
+        return find_runtime(runtime)
+    crun = _which("crun")
+    if crun is not None and _crun_can_run():
+        return crun
+    return find_runtime("runc")
+
+
+def _crun_can_run() -> bool:
+    try:
+        controllers = (UNIFIED_CGROUP / "cgroup.controllers").read_text().split()
+    except OSError:
+        return True  # no hybrid layout
+    return not controllers or in_private_mount_namespace()
+
+
+def state_dir(store_root: Path, binary: str) -> Path:
+    """Where containers of ``binary`` keep their state in a store: a directory per runtime
+    (``runc/``, ``crun/``), since one runtime cannot list or delete the other's containers."""
+    return Path(store_root) / Path(binary).name
 
 
 def _bundle_config(
