@@ -249,3 +249,23 @@ def test_the_mount_namespace_is_tried_once(store: Store, monkeypatch: pytest.Mon
     env.enter_namespace()
     env.enter_namespace()
     assert calls == [1]
+
+
+def test_layer_blobs_are_fsynced_once_before_the_image_names_them(store: Store, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamina.store import blobs as blobs_module
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(blobs_module.os, "fsync",
+                        lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))[1])
+    seen_at_put: list[list[str]] = []
+    real_put = store.put_image
+    monkeypatch.setattr(store, "put_image", lambda *a, **kw: (seen_at_put.append(list(synced)), real_put(*a, **kw))[1])
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a.txt").write_text("a")
+    stored, _ = _build(store, ctx, "FROM busybox:test\nCOPY a.txt /a\nRUN echo b > /b\nRUN echo c > /c\n")
+    built = [str(store.blobs.path(layer.digest)) for layer in stored.image.layers[1:]]  # type: ignore[attr-defined]
+    assert len(seen_at_put) == 1 and set(built) <= set(seen_at_put[0])  # all on disk before the image
+    assert str(store.blobs.path(stored.image.layers[1].digest).parent) in seen_at_put[0]  # type: ignore[attr-defined]

@@ -178,3 +178,29 @@ def test_tmp_paths_are_unique(blobs: BlobStore) -> None:
     paths = {blobs.tmp_path("blob") for _ in range(100)}
     assert len(paths) == 100
     assert all(p.parent == blobs.root / "tmp" and p.name.startswith(f"blob-{os.getpid()}-") for p in paths)
+
+
+def test_commit_without_sync_leaves_the_fsync_to_sync_blobs(blobs: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamina.store import blobs as module
+
+    synced: list[str] = []
+    monkeypatch.setattr(module.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")))
+    with blobs.writer() as w:
+        w.write(b"layer bytes")
+        digest = w.commit(sync=False)  # the kernel is only asked to start writing it back
+    assert synced == [] and blobs.read(digest) == b"layer bytes"
+    module.sync_blobs([blobs.path(digest)])
+    assert synced == [str(blobs.path(digest)), str(blobs.path(digest).parent)]  # the file, then its directory
+    with blobs.writer() as w:
+        w.write(b"other bytes")
+        w.commit()
+    assert len(synced) == 3  # a plain commit still fsyncs at once
+
+
+def test_start_writeback_on_a_real_file(tmp_path: Path) -> None:
+    from lamina.store.blobs import start_writeback
+
+    with open(tmp_path / "f", "wb") as f:
+        f.write(b"x" * 100_000)
+        f.flush()
+        start_writeback(f.fileno())  # no error, no wait

@@ -288,6 +288,10 @@ class Builder:
             run.imported = import_caches(self.store, options.cache_from, lambda m: self.emit(events.Warning_(m)))
         try:
             return self._build(run, started)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                run.layers.sync()  # what the failed build cached, for the next one to resume from
+            raise
         finally:
             if run.reached:
                 self.store.db.cache_touch(run.reached)
@@ -306,6 +310,7 @@ class Builder:
             image = replace(image, config=replace(image.config, config=replace(
                 cfg, labels={**cfg.labels, **options.labels})))
         created = image.config.history[-1].created if image.config.history else run.now()
+        run.layers.sync()  # the image's layers are on disk before the image is
         stored = self.store.put_image(with_created(image, created), oci=options.oci)
         _record_steps(run, target, str(stored.id))
         tags, tag_names = [], []

@@ -34,6 +34,7 @@ class LayerManager:
         self.clamp_mtime = clamp_mtime
         self._unpacking: dict[Digest, threading.Lock] = {}  # parallel stages unpack a shared layer once
         self._guard = threading.Lock()
+        self._unsynced: list[Path] = []  # layer blobs written back lazily, fsync'ed by sync()
 
     def lowers(self, image: Image) -> list[Path]:
         """Snapshot dirs of the image's layers, top-most first, unpacking what is missing."""
@@ -51,6 +52,20 @@ class LayerManager:
         # overlayfs refuses a lower dir listed twice (ELOOP); dropping the lower copy of a
         # repeated layer leaves the merged view unchanged, since the upper copy re-applies it
         return list(dict.fromkeys(paths))
+
+    def sync(self) -> None:
+        """Make the layer blobs committed so far durable: one wait at the end of a build.
+
+        A blob's fsync per layer cost 0.5-1.5 s of a cold build while another program's writes
+        were being written back; each commit now only starts the writeback (the kernel writes
+        while the next steps run) and the build waits once, before the image that names them.
+        """
+        from lamina.store.blobs import sync_blobs
+
+        with self._guard:
+            paths, self._unsynced = self._unsynced, []
+        if paths:
+            sync_blobs(paths)
 
     def _open_plain(self, digest: Digest) -> IO[bytes]:
         from lamina.image.layerio import open_layer
@@ -71,8 +86,10 @@ class LayerManager:
             except BaseException:
                 sink.abort()
                 raise
-            digest = blob.commit()
+            digest = blob.commit(sync=False)  # made durable by sync(), before an image names it
             size = blob.size
+        with self._guard:
+            self._unsynced.append(self.store.blobs.path(digest))
         diff_id = sink.diff_id
         media_type = mt.layer_type(self.oci, self.compression)
         # docker reports a layer's size as the bytes of the files in it, not of its tar
