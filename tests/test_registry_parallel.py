@@ -43,3 +43,36 @@ def test_single_item_runs_inline() -> None:
     seen: list[str] = []
     run_all(lambda n: seen.append(threading.current_thread().name), [1])
     assert seen == [threading.current_thread().name]
+
+
+def test_an_interrupted_caller_stops_handing_out_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[int] = []
+    joins = 0
+    real_join = threading.Thread.join
+
+    def interrupted_join(self: threading.Thread, timeout: float | None = None) -> None:
+        nonlocal joins
+        joins += 1
+        if joins == 1:
+            raise KeyboardInterrupt  # Ctrl-C while the caller waits
+        real_join(self, timeout)
+
+    def work(n: int) -> None:
+        started.append(n)
+        time.sleep(0.02)
+
+    monkeypatch.setattr(threading.Thread, "join", interrupted_join)
+    with pytest.raises(KeyboardInterrupt):
+        run_all(work, range(50), workers=2)
+    assert len(started) < 50  # the workers finished what they had and took nothing more
+    assert not any(t.name.startswith("lamina-transfer") for t in threading.enumerate())
+
+
+def test_push_does_not_load_the_pull_side_or_concurrent_futures() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, lamina.transport.registry.push; print(' '.join(sorted(sys.modules)))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    assert "lamina.transport.registry.push" in loaded
+    assert not {"lamina.transport.registry.pull", "lamina.image.layersize", "concurrent.futures"} & loaded
