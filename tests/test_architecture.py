@@ -1,6 +1,7 @@
 """The direction of imports (DESIGN.md): dependencies point down, never up.
 
-cli → api → build → (dockerfile, store, snapshot, runtime, transport) → image → oci → errors
+cli → api → build → (dockerfile, store, snapshot, runtime, transport) → image → oci → errors;
+``syscalls`` (mount, unshare, … through libc) sits beside ``errors``: it imports nothing of lamina.
 """
 
 from __future__ import annotations
@@ -14,20 +15,21 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "lamina"
 
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    "syscalls": set(),
     "oci": {"errors"},
     "image": {"errors", "oci"},
-    "store": {"errors", "oci", "image"},
+    "store": {"errors", "syscalls", "oci", "image"},
     "dockerfile": {"errors"},
-    "runtime": {"errors"},
-    "snapshot": {"errors", "oci", "image", "store"},
+    "runtime": {"errors", "syscalls"},
+    "snapshot": {"errors", "syscalls", "oci", "image", "store"},
     "transport": {"errors", "oci", "image", "store"},
     "history": {"errors", "oci", "image", "store"},
     "layerview": {"errors", "oci", "image", "store"},
-    "build": {"errors", "oci", "image", "store", "dockerfile", "runtime", "snapshot", "transport"},
-    "api": {"errors", "oci", "image", "store", "dockerfile", "runtime", "snapshot", "transport", "build",
-            "history"},
-    "cli": {"errors", "oci", "image", "store", "dockerfile", "runtime", "snapshot", "transport", "build",
-            "history", "api", "layerview"},
+    "build": {"errors", "syscalls", "oci", "image", "store", "dockerfile", "runtime", "snapshot", "transport"},
+    "api": {"errors", "syscalls", "oci", "image", "store", "dockerfile", "runtime", "snapshot", "transport",
+            "build", "history"},
+    "cli": {"errors", "syscalls", "oci", "image", "store", "dockerfile", "runtime", "snapshot", "transport",
+            "build", "history", "api", "layerview"},
 }
 
 

@@ -16,6 +16,7 @@ from lamina.build import events
 from lamina.build.options import BuildOptions
 from lamina.errors import BuildError, DockerfileError, LaminaError
 from lamina.image.layerio import open_layer
+from lamina.oci.digest import Digest
 from lamina.store.store import Store
 
 pytestmark = [
@@ -269,3 +270,25 @@ def test_layer_blobs_are_fsynced_once_before_the_image_names_them(store: Store, 
     built = [str(store.blobs.path(layer.digest)) for layer in stored.image.layers[1:]]  # type: ignore[attr-defined]
     assert len(seen_at_put) == 1 and set(built) <= set(seen_at_put[0])  # all on disk before the image
     assert str(store.blobs.path(stored.image.layers[1].digest).parent) in seen_at_put[0]  # type: ignore[attr-defined]
+
+
+def test_a_failed_build_fsyncs_the_layers_it_cached(store: Store, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retry resumes from the cached steps, so their blobs go to disk even when the build fails."""
+    from lamina.store import blobs as blobs_module
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(blobs_module.os, "fsync",
+                        lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))[1])
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a.txt").write_text("a")
+    seen: list[events.Event] = []
+    (ctx / "Dockerfile").write_text("FROM busybox:test\nCOPY a.txt /a\nRUN echo b > /b\nRUN exit 7\n")
+    with pytest.raises(BuildError, match="returned a non-zero code: 7"):
+        api.build(store, BuildOptions(context=ctx), listener=seen.append)
+    made = [str(store.blobs.path(Digest.parse(d))) for d, *_ in store.db.layers()]
+    built = [p for p in made if p in synced]
+    assert len(built) == 2  # COPY's and the first RUN's layers
+    assert str(Path(built[0]).parent) in synced

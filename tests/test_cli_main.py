@@ -42,8 +42,22 @@ def _imported_after(*argv: str) -> set[str]:
     return set(json.loads(out.stdout.splitlines()[-1]))
 
 
-def _offending(modules: set[str]) -> list[str]:
-    return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in NOT_ON_THE_CACHED_PATH))
+def _offending(modules: set[str], forbidden: tuple[str, ...] = NOT_ON_THE_CACHED_PATH) -> list[str]:
+    return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in forbidden))
+
+
+def _store_and_context(tmp_path: Path, dockerfile: str) -> tuple[Path, Path]:
+    """A store holding busybox:test, and a context with ``dockerfile`` and an ``app.sh``."""
+    from helpers.images import busybox_image
+    from lamina.store.store import Store
+
+    root = tmp_path / "store"
+    busybox_image(Store(root), "busybox:test")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "app.sh").write_text("echo hi\n")
+    (ctx / "Dockerfile").write_text(dockerfile)
+    return root, ctx
 
 
 def test_a_command_loads_only_its_own_module() -> None:
@@ -64,16 +78,8 @@ def test_help_lists_every_command_and_typos_get_suggestions() -> None:
 @pytest.mark.integration
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runc"), reason="needs root and runc")
 def test_a_fully_cached_build_imports_only_what_it_needs(tmp_path: Path) -> None:
-    from helpers.images import busybox_image
-    from lamina.store.store import Store
-
-    root = tmp_path / "store"
-    busybox_image(Store(root), "busybox:test")
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "app.sh").write_text("echo hi\n")
-    (ctx / "Dockerfile").write_text("FROM busybox:test\nENV A=1\nWORKDIR /app\nCOPY app.sh /app/\n"
-                                    "RUN chmod +x /app/app.sh\nLABEL x=y\nCMD [\"/app/app.sh\"]\n")
+    root, ctx = _store_and_context(tmp_path, "FROM busybox:test\nENV A=1\nWORKDIR /app\nCOPY app.sh /app/\n"
+                                             "RUN chmod +x /app/app.sh\nLABEL x=y\nCMD [\"/app/app.sh\"]\n")
     argv = ("--root", str(root), "build", "-q", "-t", "app", str(ctx))
     assert "lamina.runtime.runc" in _imported_after(*argv)  # the first build runs its steps
     assert _offending(_imported_after(*argv)) == []
@@ -89,18 +95,33 @@ def test_a_memoized_build_loads_neither_the_builder_nor_the_models(tmp_path: Pat
     """build/memo.py: an unchanged rebuild is answered before the Dockerfile or image model loads."""
     import time
 
-    from helpers.images import busybox_image
-    from lamina.store.store import Store
-
-    root = tmp_path / "store"
-    busybox_image(Store(root), "busybox:test")
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "app.sh").write_text("echo hi\n")
-    (ctx / "Dockerfile").write_text("FROM busybox:test\nCOPY app.sh /app/\nRUN chmod +x /app/app.sh\n")
+    root, ctx = _store_and_context(tmp_path, "FROM busybox:test\nCOPY app.sh /app/\nRUN chmod +x /app/app.sh\n")
     time.sleep(1.2)  # older than the build by more than memo.RACY_NS
     argv = ("--root", str(root), "build", "-q", "-t", "app", str(ctx))
     assert "lamina.build.builder" in _imported_after(*argv)  # the first build runs, and leaves its memo
     loaded = _imported_after(*argv)
     assert "lamina.build.memo" in loaded
-    assert sorted(m for m in loaded if any(m == p or m.startswith(p + ".") for p in NOT_ON_THE_MEMO_PATH)) == []
+    assert _offending(loaded, NOT_ON_THE_MEMO_PATH) == []
+
+
+NOT_ON_THE_QUIET_PUSH_PATH = ("lamina.cli.progress", "lamina.build", "lamina.transport.registry.pull",
+                              "lamina.image.layersize", "lamina.oci.config", "concurrent", "rich", "httpx")
+
+
+@pytest.mark.integration
+def test_a_quiet_push_loads_no_renderer_pull_side_or_config_model(tmp_path: Path) -> None:
+    from helpers.images import busybox_image
+    from helpers.registry import running_registry
+    from lamina.store.store import Store
+
+    root = tmp_path / "store"
+    busybox_image(Store(root), "busybox:test")
+    with running_registry(tmp_path / "registry") as reg:
+        loaded = _imported_after("--root", str(root), "push", "-q", "busybox:test", f"{reg.host}/quiet:1")
+        import urllib.request
+
+        head = urllib.request.Request(f"http://{reg.host}/v2/quiet/manifests/1", method="HEAD", headers={
+            "Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+        assert urllib.request.urlopen(head, timeout=10).status == 200  # it did push
+    assert "lamina.transport.registry.push" in loaded
+    assert _offending(loaded, NOT_ON_THE_QUIET_PUSH_PATH) == []

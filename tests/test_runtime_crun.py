@@ -103,3 +103,15 @@ def test_auto_builds_and_runs_with_crun_when_installed(base: Path, tmp_path: Pat
     assert (base / "crun").is_dir() and not (base / "runc").exists()  # crun's state dir, none of runc's
     lamina(base, "build", "--no-cache", "--runtime", "runc", "-t", "auto:2", str(ctx))
     assert (base / "runc").is_dir()  # both live side by side; recovery looks in each
+
+
+def test_an_unknown_runtime_is_one_line_and_builds_nothing(base: Path, tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox:test\nRUN echo x > /x\n")
+    before = lamina(base, "images", "-q").stdout
+    failed = lamina(base, "build", "--runtime", "nosuch", "-t", "x:1", str(ctx), check=False)
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines() == ["Error: OCI runtime 'nosuch' not found on PATH"]
+    assert lamina(base, "images", "-q").stdout == before
+    assert not any((base / "mounts").glob("mnt-*"))

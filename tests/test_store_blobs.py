@@ -197,10 +197,7 @@ def test_commit_without_sync_leaves_the_fsync_to_sync_blobs(blobs: BlobStore, mo
     assert len(synced) == 3  # a plain commit still fsyncs at once
 
 
-def test_start_writeback_on_a_real_file(tmp_path: Path) -> None:
+def test_start_writeback_is_best_effort() -> None:
     from lamina.store.blobs import start_writeback
 
-    with open(tmp_path / "f", "wb") as f:
-        f.write(b"x" * 100_000)
-        f.flush()
-        start_writeback(f.fileno())  # no error, no wait
+    start_writeback(-1)  # the fsync that follows is what makes a blob durable: a failure here is no error

@@ -271,3 +271,29 @@ def test_a_repo_digest_names_the_image_pulled_by_it(store: Store) -> None:
     store.db.add_repo_digest(str(stored.manifest_digest), "docker.io/library/app", str(index_digest))
     assert store.lookup(f"app@{index_digest}") == stored
     assert store.lookup(f"other@{index_digest}") is None  # another repository's digest
+
+
+def test_a_lookup_decodes_the_config_only_when_the_image_is_used(store: Store,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamina.oci import config as config_module
+
+    stored = _put(store, "lazy", "lazy:1")
+    decoded: list[bytes] = []
+    real = config_module.ImageConfig.decode
+    monkeypatch.setattr(config_module.ImageConfig, "decode",
+                        staticmethod(lambda data: (decoded.append(data), real(data))[1]))
+    found = store.resolve("lazy:1")
+    assert decoded == [] and found.manifest.layers == stored.manifest.layers  # push reads only this
+    assert found == stored  # equal by digests and manifest, decoded or not
+    assert found.image.layers == stored.image.layers and found.image is found.image
+    assert len(decoded) == 1  # once, then kept
+
+
+def test_a_corrupt_config_fails_when_the_image_is_used(store: Store) -> None:
+    stored = _put(store, "bad", "bad:1")
+    config = store.blobs.path(stored.config_digest)
+    config.chmod(0o644)
+    config.write_bytes(b'{"rootfs": {"type": "layers", "diff_ids": []}}')  # no longer matches the manifest
+    found = store.resolve("bad:1")
+    with pytest.raises(StoreError, match="image config lists 0 layers, manifest 1"):
+        found.image  # noqa: B018

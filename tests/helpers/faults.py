@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lamina.runtime.runc import RUNTIMES
+
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
@@ -136,7 +138,7 @@ def mounts_under(path: Path) -> list[str]:
 def containers(root: Path) -> list[str]:
     """Containers left in the store's runtime state dirs (``runc/``, ``crun/``), as each runtime lists them."""
     found = []
-    for runtime in ("runc", "crun"):
+    for runtime in RUNTIMES:
         state = root / runtime
         if state.is_dir() and shutil.which(runtime):
             listed = subprocess.run([runtime, "--root", str(state), "list", "-q"], capture_output=True, text=True,
@@ -147,7 +149,7 @@ def containers(root: Path) -> list[str]:
 
 def delete_containers(root: Path) -> None:
     """Force-delete every container in the store's runtime state dirs (a test's own cleanup)."""
-    for runtime in ("runc", "crun"):
+    for runtime in RUNTIMES:
         state = root / runtime
         if state.is_dir() and shutil.which(runtime):
             for name in subprocess.run([runtime, "--root", str(state), "list", "-q"], capture_output=True,

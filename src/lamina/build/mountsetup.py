@@ -24,7 +24,6 @@ layer.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import hashlib
 import os
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lamina import syscalls
 from lamina.build.context import Selected, checksum, select
 from lamina.build.mounts import Redactor, RunMount, SecretSource, parse_mounts
 from lamina.build.rootpath import resolve_in_root
@@ -52,7 +52,6 @@ if TYPE_CHECKING:  # copy and the runtime load only when a RUN really runs (a ca
 CACHE_DIR = "cache-mounts"
 TMP_PREFIX = "runmnt-"
 _SECRETS_TMPFS_SIZE = "16m"
-_MNT_DETACH = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,17 +348,17 @@ def _secrets_tmpfs(path: Path) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)  # the loaded libc: find_library would fork ldconfig
-
-
 def _mount_tmpfs(path: Path) -> bool:
-    options = f"mode=0700,size={_SECRETS_TMPFS_SIZE}".encode()
-    return bool(_libc().mount(b"tmpfs", os.fsencode(path), b"tmpfs", 0, options) == 0)
+    try:
+        syscalls.mount("tmpfs", path, "tmpfs", 0, f"mode=0700,size={_SECRETS_TMPFS_SIZE}")
+    except OSError:
+        return False
+    return True
 
 
 def _umount(path: Path) -> None:
-    _libc().umount2(os.fsencode(path), _MNT_DETACH)
+    with contextlib.suppress(OSError):
+        syscalls.umount(path, detach=True)
 
 
 def _scratch_dir(store_root: Path) -> Path:

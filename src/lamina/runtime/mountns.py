@@ -7,12 +7,9 @@ block the next build. It must happen while the process is single-threaded.
 
 from __future__ import annotations
 
-import ctypes
 import os
 
-CLONE_NEWNS = 0x00020000
-MS_REC = 0x4000
-MS_PRIVATE = 1 << 18
+from lamina import syscalls
 
 _done = False
 
@@ -24,10 +21,10 @@ def enter_private_mount_namespace() -> bool:
         return True
     if os.geteuid() != 0:
         return False
-    libc = ctypes.CDLL(None, use_errno=True)  # libc is loaded already; find_library would fork ldconfig
-    if libc.unshare(CLONE_NEWNS) != 0:
-        return False
-    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+    try:
+        syscalls.unshare(syscalls.CLONE_NEWNS)
+        syscalls.mount("none", "/", flags=syscalls.MS_REC | syscalls.MS_PRIVATE)
+    except OSError:
         return False
     _done = True
     return True

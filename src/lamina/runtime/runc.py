@@ -52,7 +52,6 @@ OWNER_ANNOTATION = "org.lamina.owner"
 _CHUNK = 65536
 _STOP_TIMEOUT = 10.0
 _CAP_SYS_RESOURCE = 24
-_MNT_DETACH = 2
 
 
 class RuncExecutor:
@@ -198,10 +197,13 @@ def hide_hybrid_cgroup2(unified: Path = UNIFIED_CGROUP) -> bool:
         return False
     if not controllers or not in_private_mount_namespace():
         return False
-    import ctypes
+    from lamina import syscalls
 
-    libc = ctypes.CDLL(None, use_errno=True)  # the loaded libc: find_library would fork ldconfig
-    return bool(libc.umount2(os.fsencode(unified), _MNT_DETACH) == 0)
+    try:
+        syscalls.umount(unified, detach=True)
+    except OSError:
+        return False
+    return True
 
 
 def find_runtime(runtime: str) -> str:

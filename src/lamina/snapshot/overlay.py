@@ -16,7 +16,6 @@ never changes its own working directory (other threads rely on it).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import functools
 import os
@@ -28,11 +27,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from lamina import syscalls
 from lamina.errors import RuntimeError_
 from lamina.snapshot._workdir import new_workdir, stale_workdirs
 
 _PAGE = 4096
-_MNT_DETACH = 2
 _BUSY_RETRIES = 50  # × 20 ms before a lazy unmount
 # Tried in order: older kernels reject options for features they lack (and so
 # cannot have turned on). ``volatile`` (Linux 5.10) skips syncing the whole upper
@@ -48,24 +47,12 @@ _OPTION_SETS = (
 _UNSAFE_CHARS = (",", ":", "\\")
 
 
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
-    libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
-    return libc
-
-
 def _mount(data: str, target: Path) -> None:
-    if _libc().mount(b"overlay", os.fsencode(target), b"overlay", 0, data.encode()) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code), str(target))
+    syscalls.mount("overlay", target, "overlay", 0, data)
 
 
 def _umount(target: Path, *, detach: bool = False) -> None:
-    if _libc().umount2(os.fsencode(target), _MNT_DETACH if detach else 0) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code), str(target))
+    syscalls.umount(target, detach=detach)
 
 
 def mounts_under(root: Path) -> tuple[Path, ...]:

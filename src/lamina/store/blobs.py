@@ -10,14 +10,13 @@ removes.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import os
 import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from lamina.errors import DigestMismatch, StoreError
 from lamina.oci.digest import Digest
@@ -92,10 +91,11 @@ class BlobWriter:
 
 def start_writeback(fd: int) -> None:
     """Ask the kernel to start writing ``fd``'s dirty pages now, without waiting (sync_file_range):
-    a later fsync then finds little left to write. Best effort: nothing happens where it is missing."""
-    libc = _libc()
-    if libc is not None:
-        libc.sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+    a later fsync then finds little left to write. Best effort: the fsync still makes it durable."""
+    from lamina import syscalls
+
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: a libc without the call
+        syscalls.start_writeback(fd)
 
 
 def sync_blobs(paths: list[Path]) -> None:
@@ -106,21 +106,6 @@ def sync_blobs(paths: list[Path]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-@functools.cache
-def _libc() -> Any:
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)  # the loaded libc: find_library would fork ldconfig
-        libc.sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    except (OSError, AttributeError):
-        return None
-    return libc
 
 
 class BlobStore:
