@@ -87,7 +87,7 @@ for module in pkgutil.walk_packages(lamina.__path__, "lamina."):
         importlib.import_module(module.name)
     except Exception:
         pass
-for name in ("http.client", "rich.console", "rich.progress", "isal.isal_zlib", "zstandard", "click"):
+for name in ("argparse", "rich.console", "rich.progress", "isal.isal_zlib", "zstandard"):
     importlib.import_module(name)
 """
 
@@ -104,10 +104,14 @@ class Lamina(Peer):
         self.env["PYTHONPYCACHEPREFIX"] = str(work.parent / "pycache")
 
     def _cli(self, root: Path) -> list[str]:
-        return [sys.executable, "-m", "lamina", "--root", str(root)]
+        return [str(self.work / "lamina"), "--root", str(root)]
 
     def setup(self, bases: dict[str, Path]) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
+        # the `lamina` command as scripts/setup installs it (python -S; lamina.sitepath), for this checkout
+        _run([sys.executable, "-c", "import sys; from lamina.sitepath import install_launcher; "
+              "install_launcher(*sys.argv[1:])", str(self.work / "lamina"), sys.executable, str(REPO / "src")],
+             self.env)
         _run([sys.executable, "-c", _WARM_BYTECODE], self.env)
         for name, base in bases.items():
             _run([*self._cli(self.work / "store"), "load", "-q", "-i", str(base)], self.env)

@@ -1,7 +1,9 @@
 """The direction of imports (DESIGN.md): dependencies point down, never up.
 
 cli → api → build → (dockerfile, store, snapshot, runtime, transport) → image → oci → errors;
-``syscalls`` (mount, unshare, … through libc) sits beside ``errors``: it imports nothing of lamina.
+``syscalls`` (mount, unshare, … through libc) sits beside ``errors``: it imports nothing of lamina;
+nor does ``sitepath`` (the launcher; ``import lamina`` runs it first under ``python -S``), nor
+``model`` (the dataclass decorator every layer's types use).
 """
 
 from __future__ import annotations
@@ -16,19 +18,21 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "lamina"
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "syscalls": set(),
-    "oci": {"errors"},
-    "image": {"errors", "oci"},
-    "store": {"errors", "syscalls", "oci", "image"},
-    "dockerfile": {"errors"},
-    "runtime": {"errors", "syscalls"},
-    "snapshot": {"errors", "syscalls", "oci", "image", "store"},
-    "transport": {"errors", "oci", "image", "store"},
-    "history": {"errors", "oci", "image", "store"},
-    "layerview": {"errors", "oci", "image", "store"},
-    "build": {"errors", "syscalls", "oci", "image", "store", "dockerfile", "runtime", "snapshot", "transport"},
-    "api": {"errors", "syscalls", "oci", "image", "store", "dockerfile", "runtime", "snapshot", "transport",
+    "sitepath": set(),
+    "model": set(),
+    "oci": {"errors", "model"},
+    "image": {"errors", "model", "oci"},
+    "store": {"errors", "model", "syscalls", "oci", "image"},
+    "dockerfile": {"errors", "model"},
+    "runtime": {"errors", "model", "syscalls"},
+    "snapshot": {"errors", "model", "syscalls", "oci", "image", "store"},
+    "transport": {"errors", "model", "oci", "image", "store"},
+    "history": {"errors", "model", "oci", "image", "store"},
+    "layerview": {"errors", "model", "oci", "image", "store"},
+    "build": {"errors", "model", "syscalls", "oci", "image", "store", "dockerfile", "runtime", "snapshot", "transport"},
+    "api": {"errors", "model", "syscalls", "oci", "image", "store", "dockerfile", "runtime", "snapshot", "transport",
             "build", "history"},
-    "cli": {"errors", "syscalls", "oci", "image", "store", "dockerfile", "runtime", "snapshot", "transport",
+    "cli": {"errors", "model", "syscalls", "oci", "image", "store", "dockerfile", "runtime", "snapshot", "transport",
             "build", "history", "api", "layerview"},
 }
 

@@ -7,4 +7,11 @@ lazily so that ``import lamina`` stays cheap for the CLI.
 
 from __future__ import annotations
 
+import sys
+
 __version__ = "0.1.0"
+
+if sys.flags.no_site:  # started by the `lamina` launcher (python -S): see lamina.sitepath
+    from lamina.sitepath import add_site_packages
+
+    add_site_packages()
