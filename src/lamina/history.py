@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from lamina.errors import LaminaError
+from lamina.model import model
 from lamina.store.store import Store, StoredImage
 
 _ARGS_PREFIX = re.compile(r"^\|\d+ (?:\S+=\S* )*")  # the classic builder's "|2 A=1 B=2 " before a RUN
@@ -28,7 +28,7 @@ _GO_MAP = re.compile(r"\bmap\[([^\]]*)\]")
 _FIELD = re.compile(r"\{\{\s*(json\s+)?\.(\w*)\s*\}\}")
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class HistoryRow:
     image: str           # the image ID for the top row, else the layer digest, else "<missing>"
     created: str | None

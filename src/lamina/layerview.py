@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import IO, Any, Literal
 
 from lamina.errors import LayerError
+from lamina.model import model
 from lamina.store.store import Store, StoredImage
 
 ChangeKind = Literal["added", "changed", "deleted"]
@@ -29,7 +29,7 @@ _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class FileChange:
     """One path a layer touches; ``size`` is the entry's bytes, or the bytes removed for a deletion."""
 
@@ -40,7 +40,7 @@ class FileChange:
     link: str = ""  # a symbolic or hard link's target
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class WastedFile:
     """A file of layer ``layer`` that layer ``hidden_by`` overwrote or deleted (indexes from 0)."""
 
@@ -51,7 +51,7 @@ class WastedFile:
     how: Literal["overwritten", "deleted"]
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class LayerInput:
     """A layer to analyze: its identity, its history text, and how to open its uncompressed tar."""
 
@@ -62,7 +62,7 @@ class LayerInput:
     open: Callable[[], IO[bytes]]
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class LayerView:
     index: int
     digest: str
@@ -87,7 +87,7 @@ class LayerView:
                 "files_omitted": len(self.changes) - len(shown)}
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class LayersReport:
     image: str
     name: str

@@ -17,7 +17,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import TYPE_CHECKING, Any
 
 from lamina.build import cachekey, events, schedule
@@ -36,6 +36,7 @@ from lamina.dockerfile.shell import Lexer
 from lamina.dockerfile.stages import Dockerfile, Stage, find_stage, parse_dockerfile
 from lamina.errors import DockerfileError, LaminaError
 from lamina.image.image import Image, scratch, with_created
+from lamina.model import model
 from lamina.oci.digest import Digest
 from lamina.oci.reference import Reference
 from lamina.store.keylock import KeyLocks
@@ -49,13 +50,13 @@ if TYPE_CHECKING:  # the real ones come from api; their modules load at the firs
 Resolver = Callable[[str, bool], StoredImage]
 
 
-@dataclass(slots=True)
+@model(frozen=False)
 class StageResult:
     image: Image
     key: str
 
 
-@dataclass(slots=True)
+@model(frozen=False)
 class BuildRun:
     """The state of one build: shared by its stages."""
 

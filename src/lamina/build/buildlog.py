@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from lamina.build import events
 from lamina.errors import BuildError
+from lamina.model import model
 
 KEEP_BUILDS = 20
 KEEP_DEBUG = 5
@@ -42,7 +41,7 @@ def new_build_id(now: float | None = None) -> str:
     return f"{stamp}.{int(now * 1000) % 1000:03d}-{os.urandom(3).hex()}"  # not secrets: it loads OpenSSL
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class BuildInfo:
     """One build as ``build.json`` records it."""
 
@@ -159,14 +158,14 @@ class BuildLog:
         logs = self.store_root / "logs"
         if sum(1 for _ in logs.iterdir()) > KEEP_BUILDS + _PRUNE_SLACK:
             for name in _prune(logs, KEEP_BUILDS, keep=self.build_id):  # a build no longer listed can't be debugged
-                shutil.rmtree(self.store_root / "debug" / name, ignore_errors=True)
+                _rmtree(self.store_root / "debug" / name)
 
     def keep_failed(self, upper: Path, info: Mapping[str, Any]) -> Path:
         """Move a failed RUN's upper dir under ``STORE/debug/<build-id>/`` with ``info`` beside it."""
         debug = self.store_root / "debug"
         target = debug / self.build_id
         if target.exists():
-            shutil.rmtree(target)
+            _rmtree(target, ignore_errors=False)
         target.mkdir(parents=True)
         os.rename(upper, target / "upper")
         _write_json(target / "debug.json", {"build": self.build_id, **info})
@@ -220,5 +219,11 @@ def _prune(parent: Path, keep_count: int, *, keep: str) -> list[str]:
     names = sorted((p.name for p in parent.iterdir() if p.is_dir()), reverse=True)
     removed = [name for name in names[keep_count:] if name != keep]
     for name in removed:
-        shutil.rmtree(parent / name, ignore_errors=True)
+        _rmtree(parent / name)
     return removed
+
+
+def _rmtree(path: Path, *, ignore_errors: bool = True) -> None:
+    import shutil  # only when there is something to remove: a cached build need not load it
+
+    shutil.rmtree(path, ignore_errors=ignore_errors)

@@ -43,7 +43,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -56,6 +56,7 @@ from lamina.build.dockerignore import (
 )
 from lamina.build.rootpath import clean, resolve_in_root
 from lamina.errors import BuildError, ContextError
+from lamina.model import model
 
 Kind = Literal["file", "dir", "symlink", "fifo", "char", "block", "socket"]
 
@@ -70,7 +71,7 @@ _KINDS: tuple[tuple[int, Kind], ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class SourceRoot:
     """A tree COPY reads from: the build context (with its ignore rules) or a stage/image root."""
 
@@ -96,7 +97,7 @@ class SourceRoot:
         return self.ignore is not None and self.ignore.can_skip_dir(relpath)
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Entry:
     """One filesystem object of a source, as lstat saw it at selection time."""
 
@@ -120,7 +121,7 @@ class Entry:
     (an edit that restores size and mtime still misses)."""
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Selected:
     """One source of a COPY after wildcard expansion, with the entries it will copy."""
 

@@ -49,7 +49,6 @@ import stat
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, cast
 
@@ -57,6 +56,7 @@ from lamina.build.context import Entry, Selected, SourceRoot
 from lamina.build.remote import Remote
 from lamina.build.rootpath import clean, resolve_in_root
 from lamina.errors import BuildError, LaminaError, LayerError
+from lamina.model import model
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 Owner = tuple[int, int]
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Inline:
     """A heredoc source (``COPY <<EOF /path``): a file name and its contents."""
 
@@ -330,7 +330,7 @@ def _run_batch(batch: list[tuple[Callable[..., None], tuple[object, ...]]]) -> N
         fn(*args)
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class _Copier:
     root: Path
     source_root: SourceRoot | None

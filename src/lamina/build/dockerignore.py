@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from lamina.build.rootpath import clean
 from lamina.errors import ContextError
+from lamina.model import model
 
 _SPECIAL = frozenset("*?[\\")
 
@@ -113,7 +113,7 @@ def has_wildcards(component: str) -> bool:
     return False
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class IgnorePattern:
     """One cleaned ``.dockerignore`` line."""
 
@@ -167,7 +167,7 @@ def compile_pattern(line: str) -> IgnorePattern:
     return IgnorePattern(text=text, exclusion=exclusion, regex=regex, parts=parts)
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class IgnoreMatcher:
     """An ordered list of patterns; the last one that matches a path decides."""
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from lamina.model import model
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class StepStarted:
     stage: str
     number: int
@@ -14,20 +15,20 @@ class StepStarted:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class StepCached:
     stage: str
     number: int
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class StepOutput:
     stage: str
     number: int
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class StepDone:
     stage: str
     number: int
@@ -36,12 +37,12 @@ class StepDone:
     cached: bool
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Warning_:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class BuildDone:
     image_id: str
     tags: tuple[str, ...]
@@ -50,7 +51,7 @@ class BuildDone:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class CacheMiss:
     """A step that had to run, and why (:mod:`lamina.build.explain`), most useful reason first."""
 

@@ -15,9 +15,11 @@ hit costs nothing extra.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from lamina.model import model
 
 if TYPE_CHECKING:
     from lamina.build.context import Selected, StatCache
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 MAX_FILES_SHOWN = 5
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class StepInputs:
     """The structured inputs of one step's cache key, as kept in its cache record."""
 

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from lamina.build.rootpath import clean
 from lamina.errors import BuildError
+from lamina.model import model
 
 __all__ = ["GitSource", "checkout", "parse", "resolve"]
 
@@ -42,7 +42,7 @@ _HEX = re.compile(r"^[0-9a-f]+$")
 _TIMEOUT = 600.0
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class GitSource:
     """A repository to add: its remote (no fragment), the ref and subdir asked for, a commit to verify."""
 

@@ -20,12 +20,12 @@ import csv
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from lamina.build.rootpath import clean
 from lamina.errors import BuildError, DockerfileError
+from lamina.model import model
 
 MountType = Literal["bind", "cache", "tmpfs", "secret", "ssh"]
 Sharing = Literal["shared", "private", "locked"]
@@ -40,7 +40,7 @@ _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class RunMount:
     """One ``--mount`` of a RUN, defaults filled in and the target made absolute."""
 
@@ -222,7 +222,7 @@ def _absolute(target: str, workdir: str) -> str:
 # build --secret ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class SecretSource:
     """Where a build secret's value comes from: a file or an environment variable.
 

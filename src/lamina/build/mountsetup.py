@@ -31,7 +31,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ from lamina.build.context import Selected, checksum, select
 from lamina.build.mounts import Redactor, RunMount, SecretSource, parse_mounts
 from lamina.build.rootpath import resolve_in_root
 from lamina.errors import BuildError, LaminaError
+from lamina.model import model
 from lamina.store.lease import process_alive
 
 if TYPE_CHECKING:  # copy and the runtime load only when a RUN really runs (a cached build never does)
@@ -54,7 +55,7 @@ TMP_PREFIX = "runmnt-"
 _SECRETS_TMPFS_SIZE = "16m"
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Prepared:
     """What the container gets: OCI mounts, and ``KEY=value`` entries for its environment."""
 

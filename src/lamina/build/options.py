@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from lamina.model import model
 
 if TYPE_CHECKING:
     from lamina.build.mounts import SecretSource
     from lamina.transport.cacheio import CacheSpec
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class BuildOptions:
     context: Path
     dockerfile: Path | None = None          # default: <context>/Dockerfile

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from lamina.errors import BuildError
+from lamina.model import model
 
 UNNAMED = "__unnamed__"
 _HEADERS = {"User-Agent": "lamina/0.1", "Accept-Encoding": "gzip, deflate"}
@@ -41,7 +41,7 @@ _CHUNK = 1 << 20
 MAX_REDIRECTS = 20  # as lamina allowed when it used httpx
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Remote:
     """A fetched URL: the file on the host, its content digest and the mtime to give it."""
 

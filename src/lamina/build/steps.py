@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +18,7 @@ from lamina.build.metadata import shell_of
 from lamina.build.rootpath import resolve_in_root
 from lamina.dockerfile import instructions as ins
 from lamina.errors import BuildError, LaminaError
+from lamina.model import model
 from lamina.oci.config import ContainerConfig
 
 if TYPE_CHECKING:  # copy and the runtime load only when a step runs: a cached build never does
@@ -35,7 +35,7 @@ PROXY_ARGS = frozenset({"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"
                         "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"})  # what BuildKit names the RUN container; scripts see it
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class RunPlan:
     """Everything that decides what a RUN does, hence its cache key."""
 

@@ -21,21 +21,21 @@ The two instructions resolve specs differently, as Docker does:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from lamina.build.rootpath import resolve_in_root
 from lamina.errors import BuildError
+from lamina.model import model
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class PasswdEntry:
     name: str
     uid: int
     gid: int
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class GroupEntry:
     name: str
     gid: int

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from lamina.cli.format import ago, human_size, parse_time
 from lamina.errors import LaminaError
+from lamina.model import model
 from lamina.oci.reference import Reference
 
 FILTER_KEYS = ("dangling", "reference", "label", "before", "since")
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Filters:
     """Parsed ``--filter`` values; empty tuples and None mean "no condition"."""
 

@@ -9,10 +9,10 @@ string flag without ``=value`` and a boolean flag whose value is not
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import Enum
 
 from lamina.errors import DockerfileError
+from lamina.model import model
 
 __all__ = ["FlagKind", "Flags", "parse_flags"]
 
@@ -25,7 +25,7 @@ class FlagKind(Enum):
     STRINGS = "strings"  # --mount=..., repeatable
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Flags:
     """The flags given to one instruction, by name without the dashes."""
 

@@ -11,12 +11,12 @@ them. Every instruction carries ``line`` (its first line) and ``original``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from lamina.model import model
 
 from .parser import Heredoc, Node
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@model(kw_only=True)
 class From:
     """``FROM [--platform=P] image [AS name]``; ``stage_name`` is lower-cased."""
 
@@ -27,7 +27,7 @@ class From:
     original: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@model(kw_only=True)
 class Run:
     """``RUN``; shell form is one word (the command line), JSON form the argv."""
 
@@ -41,7 +41,7 @@ class Run:
     original: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@model(kw_only=True)
 class Cmd:
     """``CMD``; shell form is one word, to be run by the stage's SHELL."""
 
@@ -51,7 +51,7 @@ class Cmd:
     original: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@model(kw_only=True)
 class Entrypoint:
     """``ENTRYPOINT``; ``ENTRYPOINT []`` (JSON, empty) clears it."""
 
@@ -61,7 +61,7 @@ class Entrypoint:
     original: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@model(kw_only=True)
 class Env:
     """``ENV k=v ...`` or legacy ``ENV k v``; all pairs see the env from before the line."""
 
@@ -70,7 +70,7 @@ class Env:
     original: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@model(kw_only=True)
 class Arg:
     """``ARG name[=default] ...``; a None default means "declared, no default"."""
 
@@ -79,7 +79,7 @@ class Arg:
     original: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@model(kw_only=True)
 class Label:
     """``LABEL k=v ...``."""
 
@@ -88,7 +88,7 @@ class Label:
     original: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@model(kw_only=True)
 class Maintainer:
     """``MAINTAINER name`` (deprecated; sets the image's author)."""
 
@@ -97,7 +97,7 @@ class Maintainer:
     original: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@model(kw_only=True)
 class Expose:
     """``EXPOSE port[/proto] ...``; after expansion one word may give several ports."""
 
@@ -106,7 +106,7 @@ class Expose:
     original: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@model(kw_only=True)
 class Copy:
     """``COPY``; ``sources`` are paths, ``heredocs`` the inline files (named by ``name``)."""
 
@@ -123,7 +123,7 @@ class Copy:
     original: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@model(kw_only=True)
 class Add:
     """``ADD``: COPY's fields plus ``checksum``, ``keep_git_dir`` and ``unpack``.
 
@@ -148,7 +148,7 @@ class Add:
     original: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@model(kw_only=True)
 class Volume:
     """``VOLUME path ...`` or ``VOLUME ["path", ...]``."""
 
@@ -157,7 +157,7 @@ class Volume:
     original: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@model(kw_only=True)
 class User:
     """``USER user[:group]``."""
 
@@ -166,7 +166,7 @@ class User:
     original: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@model(kw_only=True)
 class Workdir:
     """``WORKDIR path``."""
 
@@ -175,7 +175,7 @@ class Workdir:
     original: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@model(kw_only=True)
 class Onbuild:
     """``ONBUILD trigger``; ``expression`` is what goes into the image's OnBuild list."""
 
@@ -185,7 +185,7 @@ class Onbuild:
     original: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@model(kw_only=True)
 class StopSignal:
     """``STOPSIGNAL signal``."""
 
@@ -194,7 +194,7 @@ class StopSignal:
     original: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@model(kw_only=True)
 class Healthcheck:
     """``HEALTHCHECK NONE`` (``test`` is None) or ``HEALTHCHECK [flags] CMD ...``.
 
@@ -213,7 +213,7 @@ class Healthcheck:
     original: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@model(kw_only=True)
 class Shell:
     """``SHELL ["executable", "parameters"...]`` (JSON form only)."""
 

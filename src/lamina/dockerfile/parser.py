@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import importlib
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lamina.errors import DockerfileError
+from lamina.model import model
 
 __all__ = ["KEYWORDS", "Directives", "Heredoc", "Node", "ParsedFile", "parse"]
 
@@ -60,7 +60,7 @@ if TYPE_CHECKING:  # the package ships no types; these describe what it yields
         heredocs: tuple[_PackageHeredoc, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Heredoc:
     """An inline file (``<<NAME``); ``content`` is already tab-stripped when ``chomp``.
 
@@ -75,7 +75,7 @@ class Heredoc:
     fd: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Directives:
     """The parser directives from the top of the file."""
 
@@ -84,7 +84,7 @@ class Directives:
     check: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Node:
     """One instruction as BuildKit's parser cuts it; words are unexpanded.
 
@@ -104,7 +104,7 @@ class Node:
     sub: Node | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class ParsedFile:
     """A parsed Dockerfile: its directives and its instructions in order."""
 

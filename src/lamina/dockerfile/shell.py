@@ -15,9 +15,9 @@ A :class:`Lexer` is an immutable value; each call scans with a fresh
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from lamina.errors import ExpansionError
+from lamina.model import model
 
 from .shellpattern import replace_pattern, trim_prefix, trim_suffix
 
@@ -29,7 +29,7 @@ _EOF = ""
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Expansion:
     """The result of expanding one word.
 
@@ -44,7 +44,7 @@ class Expansion:
     names: frozenset[str]
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Lexer:
     """Word expansion with ``escape`` as the escape character.
 

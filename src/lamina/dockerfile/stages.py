@@ -7,9 +7,8 @@ which :func:`stage_index` resolves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from lamina.errors import DockerfileError
+from lamina.model import model
 
 from .instructions import Arg, From, Instruction, to_instruction
 from .parser import Directives, parse
@@ -17,7 +16,7 @@ from .parser import Directives, parse
 __all__ = ["Dockerfile", "Stage", "find_stage", "parse_dockerfile", "stage_index"]
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Stage:
     """One ``FROM`` and the instructions up to the next; ``line`` is the FROM's."""
 
@@ -28,7 +27,7 @@ class Stage:
     line: int
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Dockerfile:
     """A whole Dockerfile; ``global_args`` are the ARGs before the first FROM."""
 

@@ -7,8 +7,9 @@ compressed blob, ``diff_id`` the uncompressed tar.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
+from lamina.model import model
 from lamina.oci import mediatype as mt
 from lamina.oci.config import ContainerConfig, History, ImageConfig
 from lamina.oci.descriptor import Descriptor, Platform
@@ -16,7 +17,7 @@ from lamina.oci.digest import Digest
 from lamina.oci.manifest import Manifest
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Layer:
     desc: Descriptor
     diff_id: Digest
@@ -30,7 +31,7 @@ class Layer:
         return self.desc.size
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Image:
     config: ImageConfig
     layers: tuple[Layer, ...] = ()

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from types import MappingProxyType
 from typing import Any
 
 from lamina.errors import LaminaError
+from lamina.model import model
 from lamina.oci.digest import Digest
 from lamina.oci.manifest import encode_json
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Healthcheck:
     """HEALTHCHECK; durations in nanoseconds, 0 = inherit the default."""
 
@@ -52,7 +53,7 @@ class _Derived:
     __slots__ = ("_env_map",)
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class ContainerConfig(_Derived):
     """What a container started from the image gets by default (``config`` in JSON)."""
 
@@ -149,7 +150,7 @@ class ContainerConfig(_Derived):
         )
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class History:
     created_by: str = ""
     created: str | None = None
@@ -178,7 +179,7 @@ class History:
                    bool(data.get("empty_layer")))
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class ImageConfig:
     """The config blob. ``diff_ids`` are the uncompressed layer digests, base first."""
 

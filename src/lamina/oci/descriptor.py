@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from lamina.errors import LaminaError
+from lamina.model import model
 from lamina.oci.digest import Digest
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
          "s390x": "s390x", "riscv64": "riscv64"}
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Platform:
     os: str
     architecture: str
@@ -58,7 +59,7 @@ class Platform:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Descriptor:
     media_type: str
     digest: Digest

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from lamina.errors import LaminaError
+from lamina.model import model
 from lamina.oci import mediatype as mt
 from lamina.oci.descriptor import Descriptor
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Manifest:
     config: Descriptor
     layers: tuple[Descriptor, ...]
@@ -38,7 +39,7 @@ class Manifest:
         return encode_json(self.to_json())
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Index:
     manifests: tuple[Descriptor, ...]
     media_type: str = mt.OCI_INDEX

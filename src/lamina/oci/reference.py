@@ -9,9 +9,10 @@ docker prints.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from lamina.errors import ReferenceError_
+from lamina.model import model
 from lamina.oci.digest import Digest, is_digest
 
 DEFAULT_DOMAIN = "docker.io"
@@ -26,7 +27,7 @@ _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)  # Go's \w is ASCII-only
 _IDENTIFIER_RE = re.compile(r"^[a-f0-9]{64}$")
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Reference:
     domain: str
     path: str

@@ -10,10 +10,11 @@ what it was asked to do.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from lamina.model import model
 from lamina.runtime.spec import Mount, ProcessSpec
 
 DEFAULT_HOSTNAME = "lamina"
@@ -49,7 +50,7 @@ class Executor(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class RunCall:
     """One recorded :meth:`Executor.run` call."""
 
@@ -61,7 +62,7 @@ class RunCall:
     stdin: bytes | None
 
 
-@dataclass(slots=True)
+@model(frozen=False)
 class RecordingExecutor:
     """A fake executor: records calls, emits ``output_bytes``, returns ``exit_code``."""
 

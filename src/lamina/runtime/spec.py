@@ -11,8 +11,9 @@ friends) are rendered here as text and written by the executor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
+
+from lamina.model import model
 
 OCI_VERSION = "1.0.2"
 
@@ -65,7 +66,7 @@ READONLY_PATHS: tuple[str, ...] = (
 NOFILE_LIMIT = 1048576
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class ProcessSpec:
     """What to run inside the container and as whom.
 
@@ -82,7 +83,7 @@ class ProcessSpec:
     terminal: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Mount:
     """One OCI mount entry; ``source`` is a host path for bind mounts."""
 

@@ -20,10 +20,10 @@ import shutil
 import stat
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from lamina.model import model
 from lamina.snapshot._fs import (
     OPAQUE_XATTR,
     apply_metadata,
@@ -39,7 +39,7 @@ from lamina.snapshot._workdir import new_workdir, stale_workdirs
 _FS_IOC_GETVERSION = 0x80087601
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class _Ident:
     """What an entry looked like: any change of content, metadata or inode shows here."""
 
@@ -117,7 +117,7 @@ def _apply_dir(
         _apply_dir(source, target, links, dirs)
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class _Baseline:
     """Every entry of the merged tree as prepared, and each directory's children."""
 

@@ -18,11 +18,11 @@ import os
 import stat
 import tarfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NamedTuple, Protocol
 
 from lamina.errors import LayerError
+from lamina.model import model
 from lamina.snapshot._fs import (
     OPAQUE_MARKER,
     WHITEOUT_PREFIX,
@@ -43,7 +43,7 @@ class Writable(Protocol):
     def write(self, data: bytes, /) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class DiffStats:
     """What a layer holds: tar entries, whiteout markers among them, docker's size (files' bytes, symlinks' targets)."""
 

@@ -24,11 +24,11 @@ import stat
 import tarfile
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol, cast
 
 from lamina.errors import DigestMismatch, LayerError
+from lamina.model import model
 from lamina.oci.digest import Digest
 from lamina.snapshot._fs import OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX
 
@@ -50,7 +50,7 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class UnpackStats:
     """What one unpack wrote: tar entries read, regular files, their bytes, whiteouts."""
 

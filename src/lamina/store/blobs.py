@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,7 +124,7 @@ class BlobStore:
             index.write_text('{"schemaVersion":2,"manifests":[]}')
 
     def tmp_path(self, kind: str) -> Path:
-        return self._tmp / f"{kind}-{os.getpid()}-{secrets.token_hex(6)}"
+        return self._tmp / f"{kind}-{os.getpid()}-{os.urandom(6).hex()}"
 
     def path(self, digest: Digest) -> Path:
         if digest.algorithm != "sha256":

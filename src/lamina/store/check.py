@@ -24,11 +24,11 @@ import os
 import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from lamina.errors import LaminaError
+from lamina.model import model
 from lamina.oci.config import ImageConfig
 from lamina.oci.digest import Digest
 from lamina.oci.manifest import Index, Manifest, decode
@@ -45,7 +45,7 @@ _LABEL = {"blob": "blob", "image": "image", "tag": "tag", "cache": "cache record
           "snapshot": "snapshot", "leftover": "leftover", "layout": "layout file", "database": "database"}
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Problem:
     """One thing wrong: what (kind + subject, which repair acts on) and why."""
 
@@ -58,7 +58,7 @@ class Problem:
         return f"{_LABEL[self.kind]} {self.shown or self.subject}: {self.detail}"
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Report:
     problems: tuple[Problem, ...]
     blobs: int

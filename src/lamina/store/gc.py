@@ -22,15 +22,15 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from lamina.errors import StoreError
+from lamina.model import model
 from lamina.store.lease import LeaseInfo, exclusive, leftovers, live_leases, remove, tree_size
 from lamina.store.store import Store
 
@@ -78,7 +78,7 @@ def parse_filters(filters: Iterable[str], now: float) -> float | None:
 # --- mark -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Reach:
     """What the metadata keeps alive, by who keeps it."""
 
@@ -186,7 +186,7 @@ def _loads(data: str | bytes) -> Any:
 # --- sweep ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Sweep:
     """What a sweep removed, or who kept it from running (``busy``)."""
 
@@ -229,7 +229,7 @@ def sweep(store: Store, *, cache_mounts: bool = False, debug: Literal["stale", "
         snapshots = []
         for entry in _scan(store.snapshots_dir):
             if _HEX64.match(entry.name) and f"sha256:{entry.name}" not in reach.diff_ids:
-                doomed = store.snapshots_dir / f".tmp-gc-{entry.name[:12]}-{secrets.token_hex(4)}"
+                doomed = store.snapshots_dir / f".tmp-gc-{entry.name[:12]}-{os.urandom(4).hex()}"
                 try:
                     os.rename(entry.path, doomed)  # gone from its name at once; deleted below
                 except FileNotFoundError:
@@ -238,7 +238,7 @@ def sweep(store: Store, *, cache_mounts: bool = False, debug: Literal["stale", "
                 snapshots.append(f"sha256:{entry.name}")
         mounts = []
         for entry in _scan(store.root / CACHE_MOUNTS) if cache_mounts else []:
-            doomed = store.root / "tmp" / f"gc-{secrets.token_hex(6)}"  # whole, or a leftover if we die
+            doomed = store.root / "tmp" / f"gc-{os.urandom(6).hex()}"  # whole, or a leftover if we die
             try:
                 os.rename(entry.path, doomed)
             except FileNotFoundError:
@@ -268,7 +268,7 @@ def _scan(directory: Path) -> list[os.DirEntry[str]]:
 # --- prune ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class PruneResult:
     images: tuple[str, ...]  # image IDs (config digests) of the images removed
     records: tuple[str, ...]  # cache keys removed
@@ -370,7 +370,7 @@ def record_layer(record: str) -> str | None:
 # --- disk usage -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class UsageRow:
     """One line of ``system df``: counts and bytes on disk."""
 
@@ -381,7 +381,7 @@ class UsageRow:
     reclaimable: int
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Usage:
     rows: tuple[UsageRow, ...]
     blob_sizes: dict[str, int]  # digest -> bytes, every blob in the store

@@ -25,16 +25,14 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
-import shutil
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from lamina.errors import StoreError
+from lamina.model import model
 
 LEASES = "leases"
 _LOCK = "lock"
@@ -42,7 +40,7 @@ _SUFFIX = ".lease"
 _STALE_AFTER = 3600.0  # a temp entry this old is a leftover even if its pid looks alive (pid reuse)
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class LeaseInfo:
     """A live lease as another process sees it."""
 
@@ -56,7 +54,7 @@ class LeaseInfo:
         return f"{self.operation} (pid {self.pid}, for {_short_age(age)})"
 
 
-@dataclass(slots=True)
+@model(frozen=False)
 class _Held:
     count: int
     lock_fd: int  # shared flock on leases/lock
@@ -112,7 +110,7 @@ class Lease:
         directory = self.root / LEASES
         try:
             directory.mkdir(exist_ok=True)
-            path = directory / f"{os.getpid()}-{secrets.token_hex(6)}{_SUFFIX}"
+            path = directory / f"{os.getpid()}-{os.urandom(6).hex()}{_SUFFIX}"
             own = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise StoreError(f"store {self.root}: cannot take a lease: {exc.strerror or exc}") from exc
@@ -193,6 +191,8 @@ def remove(path: Path) -> int:
     """Delete a file or directory tree; the bytes of the files it held."""
     size = tree_size(path)
     if path.is_dir() and not path.is_symlink():
+        import shutil  # rarely needed: a command that only holds a lease need not load it
+
         shutil.rmtree(path, ignore_errors=True)
     else:
         with contextlib.suppress(FileNotFoundError):

@@ -21,11 +21,12 @@ import functools
 import re
 import sqlite3
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lamina.errors import ImageNotFound, LaminaError, ReferenceError_, StoreError
+from lamina.model import model
 from lamina.oci import mediatype as mt
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
@@ -43,7 +44,7 @@ _ID_PREFIX = re.compile(r"^(?:sha256:)?([a-f0-9]{4,64})$")
 
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class StoredImage:
     """An image as the store holds it, with the digests of its blobs.
 

@@ -27,12 +27,12 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lamina.errors import BuildError, LaminaError, StoreError
 from lamina.image.image import Image
+from lamina.model import model
 from lamina.oci import mediatype as mt
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
@@ -54,7 +54,7 @@ _IGNORED = frozenset({"compression", "compression-level", "force-compression", "
 Records = Mapping[str, Mapping[str, Any]]
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class CacheSpec:
     """One ``--cache-to``/``--cache-from`` value: where, and for export how much."""
 

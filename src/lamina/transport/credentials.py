@@ -18,11 +18,12 @@ import contextlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from lamina.errors import AuthError
+from lamina.model import model
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 _HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
@@ -32,7 +33,7 @@ _TOKEN_USER = "<token>"  # what helpers return as Username for an identity token
 HelperRunner = Callable[[str, str, bytes], bytes]
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Credential:
     """A username and password, or an OAuth2 identity (refresh) token."""
 

@@ -20,7 +20,7 @@ import json
 import os
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, BinaryIO, cast
@@ -29,6 +29,7 @@ from lamina.errors import DigestMismatch, DockerfileError, LaminaError, LayerErr
 from lamina.image.image import Image, Layer
 from lamina.image.layerio import LayerSink, detect_compression, open_layer
 from lamina.image.layersize import SizeCounter
+from lamina.model import model
 from lamina.oci import mediatype as mt
 from lamina.oci.config import ContainerConfig, History, ImageConfig
 from lamina.oci.descriptor import Descriptor, Platform
@@ -42,7 +43,7 @@ CHUNK = 1 << 20
 _MAX_LINKS = 40
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Ingested:
     """A layer after it went into the store: as archived (``raw_*``) and as stored."""
 
@@ -155,7 +156,7 @@ class Prefixed:
 
 # -- what an archive held, and the images planned from it ----------------------------------
 
-@dataclass(frozen=True, slots=True)
+@model
 class Members:
     """One pass over an archive: small files in memory, layers in the store, links as aliases.
 
@@ -223,7 +224,7 @@ def blob_name(digest: Digest) -> str:
     return f"blobs/{digest.algorithm}/{digest.hex}"
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Planned:
     """An image found in an archive, before validation: config bytes, layers, names."""
 

@@ -22,12 +22,12 @@ import ipaddress
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from lamina.errors import RegistryError
+from lamina.model import model
 
 if TYPE_CHECKING:
     from lamina.transport.registry.client import RegistryClient
@@ -36,13 +36,13 @@ DOCKER_DAEMON_JSON = Path("/etc/docker/daemon.json")
 DOCKER_HUB = frozenset({"docker.io", "index.docker.io"})
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Mirror:
     domain: str          # host[:port], as a client's domain
     insecure: bool       # given as http://
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class RegistryConfig:
     mirrors: tuple[Mirror, ...] = ()
     insecure: tuple[str, ...] = ()   # host[:port] or a CIDR range

@@ -14,9 +14,10 @@ and ``skopeo oci-archive:FILE:TAG`` select by).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from lamina.errors import LaminaError, ReferenceError_
+from lamina.model import model
 from lamina.oci import mediatype as mt
 from lamina.oci.descriptor import Descriptor, Platform
 from lamina.oci.digest import Digest
@@ -31,7 +32,7 @@ REF_NAME = "org.opencontainers.image.ref.name"
 _MAX_DEPTH = 8
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Entry:
     """One archive member to write: inline ``data``, a store ``blob``, or (neither) a directory."""
 
@@ -40,7 +41,7 @@ class Entry:
     blob: Descriptor | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Saved:
     """An image to save: the manifest bytes the store holds, and the names to save it under."""
 

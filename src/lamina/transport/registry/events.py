@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
+from lamina.model import model
 from lamina.oci.digest import Digest
 
 BlobKind = Literal["manifest", "config", "layer"]
@@ -23,7 +23,7 @@ BlobStatus = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class BlobProgress:
     """One blob's state; ``done`` and ``total`` are bytes."""
 
@@ -34,7 +34,7 @@ class BlobProgress:
     total: int
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Resolved:
     """The manifest a reference named, once known (before any blob moves)."""
 
