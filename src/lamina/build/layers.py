@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,13 +94,14 @@ class LayerManager:
         # docker reports a layer's size as the bytes of the files in it, not of its tar
         self.store.db.add_layer(str(digest), str(diff_id), media_type, size, stats.content_bytes)
         target = self.store.snapshot_path(diff_id)
-        if target.exists():
+        try:
+            if target.exists():
+                raise FileExistsError(target)
+            os.rename(upper, target)
+        except OSError:  # committed before, or by another process just now
+            import shutil  # rarely needed: a cached build does not load it
+
             shutil.rmtree(upper, ignore_errors=True)
-        else:
-            try:
-                os.rename(upper, target)
-            except OSError:  # another process committed the same layer first
-                shutil.rmtree(upper, ignore_errors=True)
         return Layer(Descriptor(media_type, digest, size), diff_id)
 
 
