@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
+from helpers.cliutil import invoke
 from lamina.cli.main import cli
 from lamina.image.image import Layer, add_history, append_layer, scratch
 from lamina.image.layerio import LayerSink
@@ -82,7 +82,7 @@ def root(tmp_path: Path) -> Path:
 
 
 def layers(root: Path, *args: str) -> Any:
-    result = CliRunner().invoke(cli, ["--root", str(root), "layers", *args], catch_exceptions=False)
+    result = invoke(cli, ["--root", str(root), "layers", *args])
     return result
 
 
@@ -121,7 +121,7 @@ def test_json_matches_the_image(root: Path) -> None:
 
 
 def test_missing_image_is_one_line(root: Path) -> None:
-    result = CliRunner().invoke(cli, ["--root", str(root), "layers", "nope:1"])
+    result = invoke(cli, ["--root", str(root), "layers", "nope:1"])
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and result.output.startswith("Error: ")
 

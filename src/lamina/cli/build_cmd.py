@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
-
+from lamina.cli.args import BadParameter, Context, argument, command, echo, option, pass_context, path
 from lamina.cli.main import store_of
 from lamina.errors import LaminaError
 
@@ -22,7 +21,7 @@ def _pairs(values: tuple[str, ...], *, from_env: bool = False) -> dict[str, str]
         key, sep, value = item.partition("=")
         if not sep:
             if not from_env:
-                raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
+                raise BadParameter(f"expected KEY=VALUE, got {item!r}")
             if key not in os.environ:
                 continue  # docker: --build-arg NAME without a value takes it from the env, if set
             value = os.environ[key]
@@ -46,41 +45,41 @@ def _secrets(values: tuple[str, ...]) -> dict[str, Any]:
     return dict(parse_secret_flag(v) for v in values)
 
 
-@click.command("build")
-@click.argument("context", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-t", "--tag", "tags", multiple=True, help="Name and optionally a tag (name:tag).")
-@click.option("-f", "--file", "dockerfile", help="Name of the Dockerfile (default: CONTEXT/Dockerfile); - for stdin.")
-@click.option("--build-arg", "build_args", multiple=True, help="Set a build-time variable.")
-@click.option("--target", help="Set the target build stage.")
-@click.option("--no-cache", is_flag=True, help="Do not use cache when building the image.")
-@click.option("--no-cache-filter", "no_cache_filter", multiple=True,
-              help="Do not use cache for the named stage (repeatable; also STAGE1,STAGE2).")
-@click.option("--pull", is_flag=True, help="Always attempt to pull a newer version of the base image.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
-@click.option("--progress", default="auto", envvar="LAMINA_PROGRESS", show_default=True,
-              type=click.Choice(["auto", "tty", "plain", "json", "quiet"]),
-              help="Output: live view on a terminal (tty), lines (plain), one JSON object per event (json).")
-@click.option("--iidfile", type=click.Path(path_type=Path), help="Write the image ID to the file.")
-@click.option("--label", "labels", multiple=True, help="Set metadata for an image.")
-@click.option("--network", default="host", type=click.Choice(["host", "none", "default"]),
-              help="Networking mode for RUN.")
-@click.option("--platform", help="Target platform (os/arch[/variant]).")
-@click.option("--timestamp", type=int, help="Clamp times to this epoch (also SOURCE_DATE_EPOCH).")
-@click.option("--snapshotter", default="auto", type=click.Choice(["auto", "overlayfs", "native"]))
-@click.option("--runtime", default="auto", show_default=True,
-              help="OCI runtime: auto (crun when installed, else runc), runc, crun, or a binary's path.")
-@click.option("--oci", is_flag=True, help="Write OCI media types instead of Docker's.")
-@click.option("--secret", "secrets", multiple=True,
-              help="Secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR (repeatable).")
-@click.option("--cache-from", "cache_from", multiple=True,
-              help="Import build cache: type=registry,ref=NAME or type=local,src=DIR (repeatable).")
-@click.option("--cache-to", "cache_to", multiple=True,
-              help="Export build cache: type=registry,ref=NAME or type=local,dest=DIR [,mode=min|max].")
-@click.option("--explain", is_flag=True, help="Say why each step missed the cache (one line per miss).")
-@click.option("--debug", "debug_shell", is_flag=True,
-              help="When a RUN fails and stdin is a terminal, open a shell in its container.")
-@click.pass_context
-def build(ctx: click.Context, context: Path, tags: tuple[str, ...], dockerfile: str | None,
+@command("build")
+@argument("context", type=path(exists=True, file_okay=False))
+@option("-t", "--tag", "tags", multiple=True, help="Name and optionally a tag (name:tag).")
+@option("-f", "--file", "dockerfile", help="Name of the Dockerfile (default: CONTEXT/Dockerfile); - for stdin.")
+@option("--build-arg", "build_args", multiple=True, help="Set a build-time variable.")
+@option("--target", help="Set the target build stage.")
+@option("--no-cache", is_flag=True, help="Do not use cache when building the image.")
+@option("--no-cache-filter", "no_cache_filter", multiple=True,
+        help="Do not use cache for the named stage (repeatable; also STAGE1,STAGE2).")
+@option("--pull", is_flag=True, help="Always attempt to pull a newer version of the base image.")
+@option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
+@option("--progress", default="auto", envvar="LAMINA_PROGRESS", show_default=True,
+        choices=["auto", "tty", "plain", "json", "quiet"],
+        help="Output: live view on a terminal (tty), lines (plain), one JSON object per event (json).")
+@option("--iidfile", type=Path, help="Write the image ID to the file.")
+@option("--label", "labels", multiple=True, help="Set metadata for an image.")
+@option("--network", default="host", choices=["host", "none", "default"],
+        help="Networking mode for RUN.")
+@option("--platform", help="Target platform (os/arch[/variant]).")
+@option("--timestamp", type=int, help="Clamp times to this epoch (also SOURCE_DATE_EPOCH).")
+@option("--snapshotter", default="auto", choices=["auto", "overlayfs", "native"])
+@option("--runtime", default="auto", show_default=True,
+        help="OCI runtime: auto (crun when installed, else runc), runc, crun, or a binary's path.")
+@option("--oci", is_flag=True, help="Write OCI media types instead of Docker's.")
+@option("--secret", "secrets", multiple=True,
+        help="Secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR (repeatable).")
+@option("--cache-from", "cache_from", multiple=True,
+        help="Import build cache: type=registry,ref=NAME or type=local,src=DIR (repeatable).")
+@option("--cache-to", "cache_to", multiple=True,
+        help="Export build cache: type=registry,ref=NAME or type=local,dest=DIR [,mode=min|max].")
+@option("--explain", is_flag=True, help="Say why each step missed the cache (one line per miss).")
+@option("--debug", "debug_shell", is_flag=True,
+        help="When a RUN fails and stdin is a terminal, open a shell in its container.")
+@pass_context
+def build(ctx: Context, context: Path, tags: tuple[str, ...], dockerfile: str | None,
           build_args: tuple[str, ...], target: str | None, no_cache: bool, no_cache_filter: tuple[str, ...],
           pull: bool, quiet: bool,
           iidfile: Path | None, labels: tuple[str, ...], network: str, platform: str | None,
@@ -127,7 +126,7 @@ def build(ctx: click.Context, context: Path, tags: tuple[str, ...], dockerfile: 
             raise
         ctx.exit(1)
     if quiet:
-        click.echo(image_id)
+        echo(image_id)
     if iidfile:
         iidfile.write_text(image_id)
 

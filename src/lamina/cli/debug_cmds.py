@@ -5,8 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import click
-
+from lamina.cli.args import Context, argument, command, echo, option, pass_context
 from lamina.cli.main import store_of
 
 
@@ -15,12 +14,12 @@ def _write(data: bytes) -> None:
     sys.stdout.buffer.flush()
 
 
-@click.command("logs")
-@click.argument("build", required=False)
-@click.argument("step", required=False, type=int)
-@click.option("--list", "list_", is_flag=True, help="List the kept builds, newest first.")
-@click.pass_context
-def logs(ctx: click.Context, build: str | None, step: int | None, list_: bool) -> None:
+@command("logs")
+@argument("build", required=False)
+@argument("step", required=False, type=int)
+@option("--list", "list_", is_flag=True, help="List the kept builds, newest first.")
+@pass_context
+def logs(ctx: Context, build: str | None, step: int | None, list_: bool) -> None:
     """Show the output of a build's steps (default: the last build; STEP: only that step).
 
     A single number of at most four digits is a STEP of the last build.
@@ -36,7 +35,7 @@ def logs(ctx: click.Context, build: str | None, step: int | None, list_: bool) -
         for info in builds(root):
             rows.append([info.build_id, info.status, str(len(info.steps)), str(info.failed_step or ""),
                          "yes" if info.debug else ""])
-        click.echo(table(rows))
+        echo(table(rows))
         return
     if build is not None and step is None and build.isdigit() and len(build) <= 4:
         step = int(build)
@@ -51,17 +50,17 @@ def logs(ctx: click.Context, build: str | None, step: int | None, list_: bool) -
     for number in numbers:
         _write(info.step_output(number))
     if not numbers and info.error:  # it failed before any step (a Dockerfile error)
-        click.echo(f"Error: {info.error}")
+        echo(f"Error: {info.error}")
 
 
-@click.command("debug")
-@click.argument("build", required=False)
-@click.option("--cmd", "command", help="Run this shell command instead of an interactive /bin/sh.")
-@click.option("--snapshotter", default="auto", type=click.Choice(["auto", "overlayfs", "native"]))
-@click.option("--runtime", default="auto", show_default=True,
-              help="OCI runtime: auto (crun when installed, else runc), runc, crun, or a binary's path.")
-@click.pass_context
-def debug(ctx: click.Context, build: str | None, command: str | None, snapshotter: str, runtime: str) -> None:
+@command("debug")
+@argument("build", required=False)
+@option("--cmd", "command", help="Run this shell command instead of an interactive /bin/sh.")
+@option("--snapshotter", default="auto", choices=["auto", "overlayfs", "native"])
+@option("--runtime", default="auto", show_default=True,
+        help="OCI runtime: auto (crun when installed, else runc), runc, crun, or a binary's path.")
+@pass_context
+def debug(ctx: Context, build: str | None, command: str | None, snapshotter: str, runtime: str) -> None:
     """Open a shell in the container of a failed RUN step (default: the newest one kept).
 
     The shell sees the step's filesystem as the RUN left it, with its env,
@@ -80,7 +79,7 @@ def run_debug(store: Any, build: str | None, command: str | None = None, *, snap
     stdin = sys.stdin.buffer if command is None else None
     return api.debug(store, build, command, stdin=None if tty else stdin, output=None if tty else _write,
                      tty=tty, snapshotter=snapshotter, runtime=runtime,
-                     warn=lambda text: click.echo(f"Note: RUN --mount {text}", err=True))
+                     warn=lambda text: echo(f"Note: RUN --mount {text}", err=True))
 
 
 def debug_after_failure(store: Any, error: Exception, snapshotter: str, runtime: str) -> bool:
@@ -90,8 +89,8 @@ def debug_after_failure(store: Any, error: Exception, snapshotter: str, runtime:
     last = builds(store.root)
     if not last or not last[0].debug or last[0].status != "failed":
         return False
-    click.echo(f"Error: {error}", err=True)
-    click.echo("Opening a shell in the failed step's container; exit it to end the build.", err=True)
+    echo(f"Error: {error}", err=True)
+    echo("Opening a shell in the failed step's container; exit it to end the build.", err=True)
     run_debug(store, last[0].build_id, snapshotter=snapshotter, runtime=runtime)
     return True
 

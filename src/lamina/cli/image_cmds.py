@@ -8,8 +8,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import click
-
+from lamina.cli.args import (
+    BadParameter,
+    Context,
+    UsageError,
+    argument,
+    command,
+    echo,
+    option,
+    pass_context,
+    path,
+)
 from lamina.cli.format import ago, go_json, header, human_size, render, split_table, table
 from lamina.cli.main import store_of
 from lamina.errors import ImageNotFound, LaminaError, StoreError
@@ -25,18 +34,18 @@ IMAGE_TITLES = {"Containers": "CONTAINERS", "CreatedAt": "CREATED AT", "CreatedS
                 "Size": "SIZE", "Tag": "TAG", "UniqueSize": "UNIQUE SIZE", "VirtualSize": "VIRTUAL SIZE"}
 
 
-@click.command("images")
-@click.argument("repository", required=False)
-@click.option("-a", "--all", "all_", is_flag=True,
-              help="Show all images (lamina keeps no intermediate images, so the same list).")
-@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
-@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
-@click.option("--digests", is_flag=True, help="Show digests.")
-@click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
-              help="dangling=true|false, reference=PATTERN, label=KEY[=VALUE], before=IMAGE, since=IMAGE.")
-@click.option("--format", "fmt", help="table, json, or a Go template: 'table {{.Repository}}:{{.Tag}}\\t{{.ID}}'.")
-@click.pass_context
-def images(ctx: click.Context, repository: str | None, all_: bool, quiet: bool, no_trunc: bool, digests: bool,
+@command("images")
+@argument("repository", required=False)
+@option("-a", "--all", "all_", is_flag=True,
+        help="Show all images (lamina keeps no intermediate images, so the same list).")
+@option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
+@option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@option("--digests", is_flag=True, help="Show digests.")
+@option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+        help="dangling=true|false, reference=PATTERN, label=KEY[=VALUE], before=IMAGE, since=IMAGE.")
+@option("--format", "fmt", help="table, json, or a Go template: 'table {{.Repository}}:{{.Tag}}\\t{{.ID}}'.")
+@pass_context
+def images(ctx: Context, repository: str | None, all_: bool, quiet: bool, no_trunc: bool, digests: bool,
            filters: tuple[str, ...], fmt: str | None) -> None:
     """List images (REPOSITORY[:TAG] filters like --filter reference=)."""
     from lamina.cli.imagelist import image_rows, parse_filters
@@ -46,19 +55,19 @@ def images(ctx: click.Context, repository: str | None, all_: bool, quiet: bool, 
     rows = image_rows(store, chosen, no_trunc=no_trunc)
     if quiet:
         for image_id in dict.fromkeys(row["ID"] for row in rows):
-            click.echo(image_id)
+            echo(image_id)
         return
     if fmt and fmt not in ("table", "json"):
         _print_template(fmt, rows, IMAGE_TITLES)
         return
     if fmt == "json":
         for row in rows:
-            click.echo(go_json(row))
+            echo(go_json(row))
         return
     columns = ["REPOSITORY", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "CREATED", "SIZE"]
     table_rows = [columns] + [[row["Repository"], row["Tag"], *([row["Digest"]] if digests else []), row["ID"],
                               row["CreatedSince"], row["Size"]] for row in rows]
-    click.echo(table(table_rows))
+    echo(table(table_rows))
 
 
 def _print_template(fmt: str, rows: list[dict[str, Any]], titles: dict[str, str]) -> None:
@@ -67,29 +76,29 @@ def _print_template(fmt: str, rows: list[dict[str, Any]], titles: dict[str, str]
     lines = [render(template, row) for row in rows]
     if not is_table:
         for line in lines:
-            click.echo(line)
+            echo(line)
         return
     cells = [line.split("\t") for line in [header(template, titles), *lines]]
     width = max(len(c) for c in cells)
-    click.echo(table([c + [""] * (width - len(c)) for c in cells]))
+    echo(table([c + [""] * (width - len(c)) for c in cells]))
 
 
-@click.command("tag")
-@click.argument("source")
-@click.argument("target")
-@click.pass_context
-def tag(ctx: click.Context, source: str, target: str) -> None:
+@command("tag")
+@argument("source")
+@argument("target")
+@pass_context
+def tag(ctx: Context, source: str, target: str) -> None:
     """Create a tag TARGET that refers to SOURCE."""
     from lamina import api
 
     api.tag(store_of(ctx), source, target)
 
 
-@click.command("rmi")
-@click.argument("names", nargs=-1, required=True)
-@click.option("-f", "--force", is_flag=True, help="Remove the image even if it has several tags.")
-@click.pass_context
-def rmi(ctx: click.Context, names: tuple[str, ...], force: bool) -> None:
+@command("rmi")
+@argument("names", nargs=-1, required=True)
+@option("-f", "--force", is_flag=True, help="Remove the image even if it has several tags.")
+@pass_context
+def rmi(ctx: Context, names: tuple[str, ...], force: bool) -> None:
     """Remove one or more images.
 
     A tag is removed; the image goes with its last tag. By ID, an image with
@@ -102,7 +111,7 @@ def rmi(ctx: click.Context, names: tuple[str, ...], force: bool) -> None:
         try:
             _remove(store, name, force)
         except LaminaError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            echo(f"Error: {exc}", err=True)
             failed = True
     if failed:
         ctx.exit(1)
@@ -119,10 +128,10 @@ def _remove(store: Any, name: str, force: bool) -> None:
         named = tags
     for ref in named:
         store.untag(ref)
-        click.echo(f"Untagged: {ref.familiar}")
+        echo(f"Untagged: {ref.familiar}")
     if not store.tags_of(stored.manifest_digest):
         store.db.remove_image(str(stored.manifest_digest))
-        click.echo(f"Deleted: {stored.id}")
+        echo(f"Deleted: {stored.id}")
 
 
 def inspect_json(store: Any, stored: Any) -> dict[str, Any]:
@@ -150,12 +159,12 @@ def inspect_json(store: Any, stored: Any) -> dict[str, Any]:
     }
 
 
-@click.command("inspect")
-@click.argument("names", nargs=-1, required=True)
-@click.option("-f", "--format", "fmt",
-              help="A Go template per image, e.g. '{{.Id}}', '{{.Config.Env}}', '{{json .RootFS}}' (or a bare field: Id).")
-@click.pass_context
-def inspect(ctx: click.Context, names: tuple[str, ...], fmt: str | None) -> None:
+@command("inspect")
+@argument("names", nargs=-1, required=True)
+@option("-f", "--format", "fmt",
+        help="A Go template per image, e.g. '{{.Id}}', '{{.Config.Env}}', '{{json .RootFS}}' (or a bare field: Id).")
+@pass_context
+def inspect(ctx: Context, names: tuple[str, ...], fmt: str | None) -> None:
     """Show low-level information on images (docker-compatible JSON).
 
     As docker does, the images found are shown even when some name is not;
@@ -173,23 +182,23 @@ def inspect(ctx: click.Context, names: tuple[str, ...], fmt: str | None) -> None
         if "{{" not in fmt and re.fullmatch(r"\.?[A-Za-z]\w*(\.\w+)*", fmt):
             fmt = "{{." + fmt.lstrip(".") + "}}"  # lamina's older shorthand
         for doc in docs:
-            click.echo(render(split_table(fmt)[1], doc))
+            echo(render(split_table(fmt)[1], doc))
     else:
-        click.echo(json.dumps(docs, indent=4))
+        echo(json.dumps(docs, indent=4))
     if missing:
         raise ImageNotFound(f"no such image: {missing[0]}")
 
 
-@click.command("history")
-@click.argument("name")
-@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
-@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
-@click.option("-H", "--human/--no-human", default=True, help="Print sizes and dates in human readable format.")
-@click.option("--format", "fmt", default="table",
-              help="table, json, or a template: '{{.ID}} {{.CreatedBy}} {{.Duration}} {{.Cached}}' "
-                   "('table {{...}}' adds a header).")
-@click.pass_context
-def history(ctx: click.Context, name: str, no_trunc: bool, quiet: bool, human: bool, fmt: str) -> None:
+@command("history")
+@argument("name")
+@option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
+@option("-H", "--human/--no-human", default=True, help="Print sizes and dates in human readable format.")
+@option("--format", "fmt", default="table",
+        help="table, json, or a template: '{{.ID}} {{.CreatedBy}} {{.Duration}} {{.Cached}}' "
+             "('table {{...}}' adds a header).")
+@pass_context
+def history(ctx: Context, name: str, no_trunc: bool, quiet: bool, human: bool, fmt: str) -> None:
     """Show the history of an image: one row per instruction, newest first.
 
     DURATION is how long the step ran when it last really ran; CACHED says
@@ -201,36 +210,36 @@ def history(ctx: click.Context, name: str, no_trunc: bool, quiet: bool, human: b
     stored = store.resolve(name)
     rows = image_history(store, stored)
     if fmt == "json":
-        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+        echo(json.dumps([r.to_json() for r in rows], indent=2))
         return
     if quiet:
         for r in rows:
-            click.echo(r.image if no_trunc else r.short_image)
+            echo(r.image if no_trunc else r.short_image)
         return
     fields = [template_fields(r, human=human, no_trunc=no_trunc, since=ago, size=human_size) for r in rows]
     if fmt not in ("table", "") and "{{" in fmt:
         _print_template(fmt, fields, HEADERS)
         return
     if fmt not in ("table", ""):
-        raise click.BadParameter(f"expected table, json or a template, got {fmt!r}", param_hint="--format")
+        raise BadParameter(f"expected table, json or a template, got {fmt!r}", param_hint="--format")
     out = [["IMAGE", "CREATED" if human else "CREATED AT", "CREATED BY", "SIZE", "DURATION", "CACHED", "COMMENT"]]
     for f in fields:
         out.append([f["ID"], f["CreatedSince"], f["CreatedBy"], f["Size"], f["Duration"], f["Cached"], f["Comment"]])
-    click.echo(table(out))
+    echo(table(out))
 
 
-@click.command("save")
-@click.argument("names", nargs=-1, required=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write to a file, instead of STDOUT.")
-@click.option("--format", "fmt", type=click.Choice(["docker-archive", "oci-archive"]), default="docker-archive")
-@click.pass_context
-def save(ctx: click.Context, names: tuple[str, ...], output: Path | None, fmt: str) -> None:
+@command("save")
+@argument("names", nargs=-1, required=True)
+@option("-o", "--output", type=Path, help="Write to a file, instead of STDOUT.")
+@option("--format", "fmt", choices=["docker-archive", "oci-archive"], default="docker-archive")
+@pass_context
+def save(ctx: Context, names: tuple[str, ...], output: Path | None, fmt: str) -> None:
     """Save one or more images to a tar archive."""
     from lamina import api
 
     if output is None:
         if sys.stdout.isatty():
-            raise click.UsageError("cowardly refusing to write an archive to a terminal; use -o FILE")
+            raise UsageError("cowardly refusing to write an archive to a terminal; use -o FILE")
         api.save(store_of(ctx), names, sys.stdout.buffer, format=fmt)
         return
     tmp = output.with_name(f".{output.name}.partial")
@@ -242,12 +251,12 @@ def save(ctx: click.Context, names: tuple[str, ...], output: Path | None, fmt: s
         tmp.unlink(missing_ok=True)
 
 
-@click.command("load")
-@click.option("-i", "--input", "source", type=click.Path(exists=True, path_type=Path),
-              help="Read from a tar archive file, instead of STDIN.")
-@click.option("-q", "--quiet", is_flag=True)
-@click.pass_context
-def load(ctx: click.Context, source: Path | None, quiet: bool) -> None:
+@command("load")
+@option("-i", "--input", "source", type=path(exists=True),
+        help="Read from a tar archive file, instead of STDIN.")
+@option("-q", "--quiet", is_flag=True)
+@pass_context
+def load(ctx: Context, source: Path | None, quiet: bool) -> None:
     """Load images from a docker-archive or oci-archive tarball."""
     from lamina import api
 
@@ -257,18 +266,18 @@ def load(ctx: click.Context, source: Path | None, quiet: bool) -> None:
             continue
         if refs:
             for ref in refs:
-                click.echo(f"Loaded image: {ref.familiar}")
+                echo(f"Loaded image: {ref.familiar}")
         else:
-            click.echo(f"Loaded image ID: {stored.id}")
+            echo(f"Loaded image ID: {stored.id}")
 
 
-@click.command("import")
-@click.argument("tarball", type=click.Path(path_type=Path))
-@click.argument("name", required=False)
-@click.option("-c", "--change", "changes", multiple=True, help="Apply a Dockerfile instruction (ENV, CMD).")
-@click.option("-m", "--message", default="", help="Commit message for the imported image.")
-@click.pass_context
-def import_(ctx: click.Context, tarball: Path, name: str | None, changes: tuple[str, ...], message: str) -> None:
+@command("import")
+@argument("tarball", type=Path)
+@argument("name", required=False)
+@option("-c", "--change", "changes", multiple=True, help="Apply a Dockerfile instruction (ENV, CMD).")
+@option("-m", "--message", default="", help="Commit message for the imported image.")
+@pass_context
+def import_(ctx: Context, tarball: Path, name: str | None, changes: tuple[str, ...], message: str) -> None:
     """Import a root filesystem tarball as a one-layer image."""
     from lamina.oci.reference import Reference
     from lamina.transport.importer import import_rootfs
@@ -279,7 +288,7 @@ def import_(ctx: click.Context, tarball: Path, name: str | None, changes: tuple[
         stored = import_rootfs(store, sys.stdin.buffer, ref, changes=changes, message=message)
     else:
         stored = import_rootfs(store, tarball, ref, changes=changes, message=message)
-    click.echo(str(stored.id))
+    echo(str(stored.id))
 
 
 COMMANDS = [images, tag, rmi, inspect, history, save, load, import_]

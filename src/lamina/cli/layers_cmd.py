@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import click
-
+from lamina.cli.args import Context, argument, command, echo, int_range, option, pass_context, path
 from lamina.cli.format import human_size
 from lamina.cli.main import store_of
 
@@ -68,16 +67,16 @@ def _detail(change: Any) -> str:
     return "" if change.is_dir or (change.size == 0 and change.kind != "added") else f"  {human_size(change.size)}"
 
 
-@click.command("layers")
-@click.argument("name")
-@click.option("--limit", type=click.IntRange(min=0), default=None,
-              help=f"Files listed per layer, the largest first (default {DEFAULT_LIMIT} in the terminal, "
-                   f"{HTML_LIMIT} in HTML, all in JSON; 0 = all).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a self-contained HTML report to this file instead.")
-@click.pass_context
-def layers(ctx: click.Context, name: str, limit: int | None, fmt: str, html_path: Path | None) -> None:
+@command("layers")
+@argument("name")
+@option("--limit", type=int_range(min=0), default=None,
+        help=f"Files listed per layer, the largest first (default {DEFAULT_LIMIT} in the terminal, "
+             f"{HTML_LIMIT} in HTML, all in JSON; 0 = all).")
+@option("--format", "fmt", choices=["table", "json"], default="table")
+@option("--html", "html_path", type=path(dir_okay=False),
+        help="Write a self-contained HTML report to this file instead.")
+@pass_context
+def layers(ctx: Context, name: str, limit: int | None, fmt: str, html_path: Path | None) -> None:
     """Show each layer's instruction, size and file changes, and the space wasted (like dive)."""
     from lamina.layerview import image_layers
 
@@ -89,11 +88,11 @@ def layers(ctx: click.Context, name: str, limit: int | None, fmt: str, html_path
         tmp = html_path.with_name(f".{html_path.name}.partial")
         tmp.write_text(render_html(report, HTML_LIMIT if limit is None else limit), encoding="utf-8")
         tmp.replace(html_path)
-        click.echo(f"Wrote {html_path}: {len(report.layers)} layers, {human_size(report.size)}, "
-                   f"efficiency {report.efficiency:.2%}")
+        echo(f"Wrote {html_path}: {len(report.layers)} layers, {human_size(report.size)}, "
+             f"efficiency {report.efficiency:.2%}")
         return
     if fmt == "json":
-        click.echo(json.dumps(report.to_json(limit or 0), indent=2))
+        echo(json.dumps(report.to_json(limit or 0), indent=2))
         return
     from rich.console import Console
 

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import click
-
+from lamina import __version__
+from lamina.cli import args
 from lamina.errors import LaminaError
 
 # command name → the lamina.cli module that defines it (in its COMMANDS list)
@@ -32,53 +32,53 @@ COMMAND_MODULES = {
 }
 
 
-class _Group(click.Group):
-    """Resolves subcommands on demand from :data:`COMMAND_MODULES`."""
+class _Group(args.Group):
+    """Resolves subcommands on demand from :data:`COMMAND_MODULES`; turns errors into exit codes."""
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
-            self._load(COMMAND_MODULES[cmd_name])
-        if cmd_name not in self.commands:  # a command missing from the table: look everywhere
+    def get_command(self, name: str) -> args.Command | None:
+        if name not in self.commands and name in COMMAND_MODULES:
+            self._load(COMMAND_MODULES[name])
+        if name not in self.commands:  # a command missing from the table: look everywhere
             for module in dict.fromkeys(COMMAND_MODULES.values()):
                 self._load(module)
-        return super().get_command(ctx, cmd_name)
+        return super().get_command(name)
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self) -> list[str]:
         for module in dict.fromkeys(COMMAND_MODULES.values()):
             self._load(module)
-        return super().list_commands(ctx)
+        return super().list_commands()
 
     def _load(self, module: str) -> None:
         for command in importlib.import_module(f"lamina.cli.{module}").COMMANDS:
             if command.name not in self.commands:
                 self.add_command(command)
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: args.Context) -> Any:
         try:
             return super().invoke(ctx)
         except LaminaError as exc:
             if os.environ.get("LAMINA_TRACEBACK"):
                 raise
-            click.echo(f"Error: {exc}", err=True)
+            args.echo(f"Error: {exc}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
-            click.echo("Interrupted", err=True)
+            args.echo("Interrupted", err=True)
             ctx.exit(130)
         except BrokenPipeError:
             ctx.exit(141)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--root", envvar="LAMINA_ROOT", type=click.Path(path_type=Path),
-              help="Store directory (default /var/lib/lamina as root, else $XDG_DATA_HOME/lamina).")
-@click.version_option(package_name="lamina")
-@click.pass_context
-def cli(ctx: click.Context, root: Path | None) -> None:
+@args.group("lamina", cls=_Group)
+@args.option("--root", envvar="LAMINA_ROOT", type=Path,
+             help="Store directory (default /var/lib/lamina as root, else $XDG_DATA_HOME/lamina).")
+@args.version_option(f"lamina, version {__version__}")
+@args.pass_context
+def cli(ctx: args.Context, root: Path | None) -> None:
     """lamina: build, run and ship OCI/Docker images, no daemon needed."""
     ctx.obj = {"root": root}
 
 
-def store_of(ctx: click.Context) -> Any:
+def store_of(ctx: args.Context) -> Any:
     from lamina.api import open_store
 
     obj = ctx.find_root().obj
@@ -88,7 +88,7 @@ def store_of(ctx: click.Context) -> Any:
     return obj["store"]
 
 
-def _hold_lease(ctx: click.Context, store: Any) -> None:
+def _hold_lease(ctx: args.Context, store: Any) -> None:
     """The command holds a lease until it ends, so a prune never sweeps what it uses."""
     from lamina.store.lease import Lease
 
@@ -100,18 +100,15 @@ def _hold_lease(ctx: click.Context, store: Any) -> None:
 def main() -> None:
     """Run the CLI, then leave without tearing the interpreter down.
 
-    Every command has finished its work when click returns (stores closed, leases released,
+    Every command has finished its work when the parser returns (stores closed, leases released,
     logs written; SQLite's committed WAL frames are on disk), so unwinding a hundred modules
     would only cost time: ~30 ms here, a tenth of a cached build.
     """
     try:
-        cli.main(prog_name="lamina", standalone_mode=True)
-        code: int | str | None = 0
-    except SystemExit as exc:
-        code = exc.code
-    if isinstance(code, str):
-        print(code, file=sys.stderr)
-        code = 1
+        code = cli.main(prog_name="lamina")
+    except KeyboardInterrupt:  # while parsing or importing, before a command's own handling
+        print("Interrupted", file=sys.stderr)
+        code = 130
     try:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -7,8 +7,17 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import click
-
+from lamina.cli.args import (
+    Context,
+    UsageError,
+    argument,
+    boolean,
+    command,
+    echo,
+    option,
+    pass_context,
+    prompt,
+)
 from lamina.cli.main import store_of
 from lamina.errors import LaminaError
 
@@ -17,7 +26,7 @@ TLS_VERIFY_HELP = ("Require HTTPS and verify certificates (default true); false:
 
 
 def _tls_verify(function: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--tls-verify", type=click.BOOL, default=True, metavar="BOOL", help=TLS_VERIFY_HELP)(function)
+    return option("--tls-verify", type=boolean, default=True, metavar="BOOL", help=TLS_VERIFY_HELP)(function)
 
 
 def _transfer_progress(action: str, quiet: bool) -> contextlib.AbstractContextManager[Any]:
@@ -46,14 +55,14 @@ class _Downloads:
             self._progress(event)
 
 
-@click.command("pull")
-@click.argument("name")
-@click.option("-a", "--all-tags", is_flag=True, help="Download all tagged images in the repository.")
-@click.option("--platform", help="os/arch[/variant] to pull from a multi-platform image.")
-@click.option("-q", "--quiet", is_flag=True, help="Suppress verbose output (print the reference only).")
+@command("pull")
+@argument("name")
+@option("-a", "--all-tags", is_flag=True, help="Download all tagged images in the repository.")
+@option("--platform", help="os/arch[/variant] to pull from a multi-platform image.")
+@option("-q", "--quiet", is_flag=True, help="Suppress verbose output (print the reference only).")
 @_tls_verify
-@click.pass_context
-def pull(ctx: click.Context, name: str, all_tags: bool, platform: str | None, quiet: bool, tls_verify: bool) -> None:
+@pass_context
+def pull(ctx: Context, name: str, all_tags: bool, platform: str | None, quiet: bool, tls_verify: bool) -> None:
     """Download an image from a registry.
 
     Ends with docker's status: "Image is up to date for NAME" when nothing was
@@ -66,13 +75,13 @@ def pull(ctx: click.Context, name: str, all_tags: bool, platform: str | None, qu
     if not all_tags:
         fresh = _pull_one(store, ref, platform, quiet, tls_verify)
         if quiet:
-            click.echo(str(ref))
+            echo(str(ref))
         else:
-            click.echo(f"Status: {'Downloaded newer image' if fresh else 'Image is up to date'} for {ref.familiar}")
-            click.echo(str(ref))
+            echo(f"Status: {'Downloaded newer image' if fresh else 'Image is up to date'} for {ref.familiar}")
+            echo(str(ref))
         return
     if ref.digest is not None or name.rpartition("/")[2].count(":"):
-        raise click.UsageError("tag can't be used with --all-tags/-a")
+        raise UsageError("tag can't be used with --all-tags/-a")
     from lamina import api
 
     tags = api.list_tags(ref.repository, tls_verify=tls_verify)
@@ -82,9 +91,9 @@ def pull(ctx: click.Context, name: str, all_tags: bool, platform: str | None, qu
     for tag in tags:
         fresh |= _pull_one(store, ref.with_tag(tag), platform, quiet, tls_verify)
     if not quiet:
-        click.echo(f"Status: {'Downloaded newer image' if fresh else 'Image is up to date'} "
-                   f"for {ref.familiar_repository}")
-    click.echo(ref.repository)
+        echo(f"Status: {'Downloaded newer image' if fresh else 'Image is up to date'} "
+             f"for {ref.familiar_repository}")
+    echo(ref.repository)
 
 
 def _pull_one(store: Any, ref: Any, platform: str | None, quiet: bool, tls_verify: bool) -> bool:
@@ -93,23 +102,23 @@ def _pull_one(store: Any, ref: Any, platform: str | None, quiet: bool, tls_verif
 
     before = store.db.tag(str(ref)) if ref.digest is None else None
     if not quiet:
-        click.echo(f"{ref.tag or ref.digest}: Pulling from {ref.familiar_repository}")
+        echo(f"{ref.tag or ref.digest}: Pulling from {ref.familiar_repository}")
     with _transfer_progress("pull", quiet) as progress:
         watch = _Downloads(progress)
         stored = api.pull(store, str(ref), platform=platform, progress=watch, tls_verify=tls_verify)
     if not quiet:
-        click.echo(f"Digest: {watch.resolved or stored.manifest_digest}")
+        echo(f"Digest: {watch.resolved or stored.manifest_digest}")
     return watch.any or (ref.digest is None and before != str(stored.manifest_digest))
 
 
-@click.command("push")
-@click.argument("name")
-@click.argument("destination", required=False)
-@click.option("-a", "--all-tags", is_flag=True, help="Push all local tags of the repository NAME.")
-@click.option("-q", "--quiet", is_flag=True, help="Suppress verbose output (print the reference only).")
+@command("push")
+@argument("name")
+@argument("destination", required=False)
+@option("-a", "--all-tags", is_flag=True, help="Push all local tags of the repository NAME.")
+@option("-q", "--quiet", is_flag=True, help="Suppress verbose output (print the reference only).")
 @_tls_verify
-@click.pass_context
-def push(ctx: click.Context, name: str, destination: str | None, all_tags: bool, quiet: bool,
+@pass_context
+def push(ctx: Context, name: str, destination: str | None, all_tags: bool, quiet: bool,
          tls_verify: bool) -> None:
     """Upload an image to a registry (to DESTINATION when given, else to NAME)."""
     from lamina.oci.reference import Reference
@@ -118,14 +127,14 @@ def push(ctx: click.Context, name: str, destination: str | None, all_tags: bool,
     ref = Reference.parse(destination or name)
     if all_tags:
         if destination is not None or ref.digest is not None or name.rpartition("/")[2].count(":"):
-            raise click.UsageError("tag can't be used with --all-tags/-a")
+            raise UsageError("tag can't be used with --all-tags/-a")
         names = [r for r in (Reference.parse(n) for n, _ in store.db.tags()) if r.repository == ref.repository]
         if not names:
             raise LaminaError(f"An image does not exist locally with the tag: {ref.familiar_repository}")
     else:
         names = [ref]
     if not quiet:
-        click.echo(f"The push refers to repository [{ref.repository}]")
+        echo(f"The push refers to repository [{ref.repository}]")
     from lamina import api
 
     for target in names:
@@ -134,16 +143,16 @@ def push(ctx: click.Context, name: str, destination: str | None, all_tags: bool,
             result = api.push(store, source, None if all_tags else destination, progress=progress,
                               tls_verify=tls_verify)
         if quiet:
-            click.echo(str(target))
+            echo(str(target))
         else:
-            click.echo(f"{target.tag or 'latest'}: digest: {result.digest} size: {result.size}")
+            echo(f"{target.tag or 'latest'}: digest: {result.digest} size: {result.size}")
 
 
-@click.command("login")
-@click.argument("server", required=False, default="docker.io")
-@click.option("-u", "--username")
-@click.option("-p", "--password", help="Password (prefer --password-stdin).")
-@click.option("--password-stdin", is_flag=True, help="Take the password from stdin.")
+@command("login")
+@argument("server", required=False, default="docker.io")
+@option("-u", "--username")
+@option("-p", "--password", help="Password (prefer --password-stdin).")
+@option("--password-stdin", is_flag=True, help="Take the password from stdin.")
 @_tls_verify
 def login(server: str, username: str | None, password: str | None, password_stdin: bool, tls_verify: bool) -> None:
     """Log in to a registry: the registry checks the credentials, which then go to ~/.docker/config.json."""
@@ -152,21 +161,21 @@ def login(server: str, username: str | None, password: str | None, password_stdi
     if password_stdin:
         password = sys.stdin.read().rstrip("\r\n")
     if username is None:
-        username = click.prompt("Username")
+        username = prompt("Username")
     if password is None:
-        password = click.prompt("Password", hide_input=True)
+        password = prompt("Password", hide_input=True)
     api.login(server, username, password, tls_verify=tls_verify)
-    click.echo("Login Succeeded")
+    echo("Login Succeeded")
 
 
-@click.command("logout")
-@click.argument("server", required=False, default="docker.io")
+@command("logout")
+@argument("server", required=False, default="docker.io")
 def logout(server: str) -> None:
     """Log out from a registry."""
     from lamina.transport.credentials import CredentialStore
 
     CredentialStore().logout(server)
-    click.echo(f"Removing login credentials for {server}")
+    echo(f"Removing login credentials for {server}")
 
 
 COMMANDS = [pull, push, login, logout]

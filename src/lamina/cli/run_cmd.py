@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import sys
 
-import click
-
+from lamina.cli.args import Context, argument, command, option, pass_context
 from lamina.cli.main import store_of
 
 
-@click.command("run", context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False})
-@click.argument("image")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.option("--rm", is_flag=True, help="Accepted for docker compatibility: lamina never keeps the container.")
-@click.option("-e", "--env", "env", multiple=True, help="Set environment variables.")
-@click.option("--network", default="host", type=click.Choice(["host", "none"]))
-@click.option("-w", "--workdir", help="Working directory inside the container.")
-@click.option("-u", "--user", help="Username or UID (format: <name|uid>[:<group|gid>]).")
-@click.option("--entrypoint", help="Overwrite the default ENTRYPOINT of the image.")
-@click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open.")
-@click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY.")
-@click.pass_context
-def run(ctx: click.Context, image: str, args: tuple[str, ...], rm: bool, env: tuple[str, ...], network: str,
+@command("run", interspersed=False)
+@argument("image")
+@argument("args", nargs=-1, required=False)
+@option("--rm", is_flag=True, help="Accepted for docker compatibility: lamina never keeps the container.")
+@option("-e", "--env", "env", multiple=True, help="Set environment variables.")
+@option("--network", default="host", choices=["host", "none"])
+@option("-w", "--workdir", help="Working directory inside the container.")
+@option("-u", "--user", help="Username or UID (format: <name|uid>[:<group|gid>]).")
+@option("--entrypoint", help="Overwrite the default ENTRYPOINT of the image.")
+@option("-i", "--interactive", is_flag=True, help="Keep STDIN open.")
+@option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY.")
+@pass_context
+def run(ctx: Context, image: str, args: tuple[str, ...], rm: bool, env: tuple[str, ...], network: str,
         workdir: str | None, user: str | None, entrypoint: str | None, interactive: bool, tty: bool) -> None:
     """Run a command in a new container from IMAGE."""
     from lamina import api

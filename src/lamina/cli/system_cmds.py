@@ -10,13 +10,12 @@ import sys
 import time
 from typing import Any
 
-import click
-
+from lamina.cli.args import Context, command, echo, group, option, pass_context
 from lamina.cli.format import human_duration, human_size, table
 from lamina.errors import StoreError
 
 
-def _store(ctx: click.Context) -> Any:
+def _store(ctx: Context) -> Any:
     from lamina.api import open_store
 
     obj = ctx.find_root().obj
@@ -32,43 +31,43 @@ def _confirm(prompt: str, force: bool) -> bool:
     """docker's prompt: without -f, ask on stdin (TTY or not); only y/yes goes ahead."""
     if force:
         return True
-    click.echo(prompt, nl=False)
+    echo(prompt, nl=False)
     answer = sys.stdin.readline().strip().lower()
     return answer in ("y", "yes")
 
 
 def _prune_options(fn: Any) -> Any:
-    fn = click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")(fn)
-    fn = click.option("--filter", "filters", multiple=True, metavar="until=DURATION",
-                      help="Only what is older than this (e.g. until=24h).")(fn)
+    fn = option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")(fn)
+    fn = option("--filter", "filters", multiple=True, metavar="until=DURATION",
+                help="Only what is older than this (e.g. until=24h).")(fn)
     return fn
 
 
 def _print_result(result: Any) -> None:
     if result.images:
-        click.echo("Deleted Images:")
+        echo("Deleted Images:")
         for image_id in result.images:
-            click.echo(f"deleted: {image_id}")
-        click.echo()
+            echo(f"deleted: {image_id}")
+        echo()
     if result.records or result.sweep.cache_mounts or result.logs or result.sweep.debug:
-        click.echo("Deleted build cache objects:")
+        echo("Deleted build cache objects:")
         for key in result.records:
-            click.echo(key.removeprefix("sha256:")[:25])
+            echo(key.removeprefix("sha256:")[:25])
         for name in result.sweep.cache_mounts:
-            click.echo(name)
+            echo(name)
         for name in result.logs:
-            click.echo(f"logs/{name}")
+            echo(f"logs/{name}")
         for name in result.sweep.debug:
-            click.echo(f"debug/{name}")
-        click.echo()
-    click.echo(f"Total reclaimed space: {human_size(result.reclaimed)}")
+            echo(f"debug/{name}")
+        echo()
+    echo(f"Total reclaimed space: {human_size(result.reclaimed)}")
     if not result.sweep.ran:
         who = ", ".join(lease.describe() for lease in result.sweep.busy) or "another housekeeping command"
-        click.echo(f"Note: unreferenced blobs and snapshots were kept: the store is in use by {who}; "
-                   "prune again when it is done.", err=True)
+        echo(f"Note: unreferenced blobs and snapshots were kept: the store is in use by {who}; "
+             "prune again when it is done.", err=True)
 
 
-def _run_prune(ctx: click.Context, *, images: bool, cache: str, filters: tuple[str, ...]) -> None:
+def _run_prune(ctx: Context, *, images: bool, cache: str, filters: tuple[str, ...]) -> None:
     from lamina.store.gc import parse_filters, prune
 
     now = time.time()
@@ -76,11 +75,11 @@ def _run_prune(ctx: click.Context, *, images: bool, cache: str, filters: tuple[s
     _print_result(prune(_store(ctx), images=images, cache=cache, until=until, now=now))  # type: ignore[arg-type]
 
 
-@click.command("prune")
-@click.option("-a", "--all", "all_", is_flag=True, help="Also remove all build cache.")
+@command("prune")
+@option("-a", "--all", "all_", is_flag=True, help="Also remove all build cache.")
 @_prune_options
-@click.pass_context
-def prune(ctx: click.Context, all_: bool, filters: tuple[str, ...], force: bool) -> None:
+@pass_context
+def prune(ctx: Context, all_: bool, filters: tuple[str, ...], force: bool) -> None:
     """Remove untagged images (and with -a the build cache), then unreferenced blobs and snapshots.
 
     Tagged images are never removed (remove them with rmi); a running build,
@@ -92,32 +91,32 @@ def prune(ctx: click.Context, all_: bool, filters: tuple[str, ...], force: bool)
         _run_prune(ctx, images=True, cache="all" if all_ else "none", filters=filters)
 
 
-@click.group("builder")
+@group("builder")
 def builder() -> None:
     """Manage the build cache."""
 
 
 @builder.command("prune")
-@click.option("-a", "--all", "all_", is_flag=True, help="Remove all build cache, not just dangling records.")
+@option("-a", "--all", "all_", is_flag=True, help="Remove all build cache, not just dangling records.")
 @_prune_options
-@click.pass_context
-def builder_prune(ctx: click.Context, all_: bool, filters: tuple[str, ...], force: bool) -> None:
+@pass_context
+def builder_prune(ctx: Context, all_: bool, filters: tuple[str, ...], force: bool) -> None:
     """Remove build cache: records whose layer no image has (with -a, every record)."""
     warning = "WARNING! This will remove all build cache." if all_ else "WARNING! This will remove all dangling build cache."
     if _confirm(f"{warning} {_ASK}", force):
         _run_prune(ctx, images=False, cache="all" if all_ else "dangling", filters=filters)
 
 
-@click.group("system")
+@group("system")
 def system() -> None:
     """Manage the store: disk usage, integrity, pruning."""
 
 
 @system.command("prune")
-@click.option("-a", "--all", "all_", is_flag=True, help="Also remove all build cache.")
+@option("-a", "--all", "all_", is_flag=True, help="Also remove all build cache.")
 @_prune_options
-@click.pass_context
-def system_prune(ctx: click.Context, all_: bool, filters: tuple[str, ...], force: bool) -> None:
+@pass_context
+def system_prune(ctx: Context, all_: bool, filters: tuple[str, ...], force: bool) -> None:
     """Remove untagged images and dangling build cache (with -a: all build cache), then garbage."""
     warning = ("WARNING! This will remove:\n  - all dangling images\n  - "
                + ("all build cache" if all_ else "unused build cache"))
@@ -126,9 +125,9 @@ def system_prune(ctx: click.Context, all_: bool, filters: tuple[str, ...], force
 
 
 @system.command("df")
-@click.option("-v", "--verbose", is_flag=True, help="Show detailed information on space usage.")
-@click.pass_context
-def df(ctx: click.Context, verbose: bool) -> None:
+@option("-v", "--verbose", is_flag=True, help="Show detailed information on space usage.")
+@pass_context
+def df(ctx: Context, verbose: bool) -> None:
     """Show the store's disk usage."""
     from lamina.store.gc import usage
     from lamina.store.lease import Lease
@@ -140,7 +139,7 @@ def df(ctx: click.Context, verbose: bool) -> None:
         for r in found.rows:
             share = f" ({r.reclaimable * 100 // r.size}%)" if r.size else ""
             rows.append([r.kind, str(r.total), str(r.active), human_size(r.size), human_size(r.reclaimable) + share])
-        click.echo(table(rows))
+        echo(table(rows))
         if verbose:
             _df_verbose(store, found)
 
@@ -166,8 +165,8 @@ def _df_verbose(store: Any, found: Any) -> None:
             repo, _, tag = _split_tag(name)
             rows.append([repo, tag, config.removeprefix("sha256:")[:12], _ago(now, created), human_size(size),
                          human_size(shared), human_size(size - shared)])
-    click.echo("\nImages space usage:\n")
-    click.echo(table(rows))
+    echo("\nImages space usage:\n")
+    echo(table(rows))
     entries = store.db.cache_entries()
     cache_rows = [["CACHE ID", "CACHE TYPE", "SIZE", "CREATED", "LAST USED", "SHARED"]]
     total = 0
@@ -177,14 +176,14 @@ def _df_verbose(store: Any, found: Any) -> None:
         total += size
         cache_rows.append([key.removeprefix("sha256:")[:12], "regular" if layer else "internal", human_size(size),
                            _ago(now, created), _ago(now, used), str(bool(layer and layer in found.reach.images)).lower()])
-    click.echo(f"\nBuild cache usage: {human_size(total)}\n")
-    click.echo(table(cache_rows))
+    echo(f"\nBuild cache usage: {human_size(total)}\n")
+    echo(table(cache_rows))
     snap_rows = [["DIFF ID", "SIZE", "ACTIVE"]]
     for diff_id, size in sorted(found.snapshot_sizes.items(), key=lambda kv: -kv[1]):
         snap_rows.append([diff_id.removeprefix("sha256:")[:12], human_size(size),
                           str(diff_id in found.reach.diff_ids).lower()])
-    click.echo("\nSnapshots space usage:\n")
-    click.echo(table(snap_rows))
+    echo("\nSnapshots space usage:\n")
+    echo(table(snap_rows))
 
 
 def _split_tag(name: str) -> tuple[str, str, str]:
@@ -201,10 +200,10 @@ def _ago(now: float, then: float) -> str:
 
 
 @system.command("check")
-@click.option("--repair", is_flag=True, help="Remove what is broken: corrupt blobs, broken images, "
-              "dangling tags and records, incomplete snapshots, leftovers.")
-@click.pass_context
-def check(ctx: click.Context, repair: bool) -> None:
+@option("--repair", is_flag=True, help="Remove what is broken: corrupt blobs, broken images, "
+        "dangling tags and records, incomplete snapshots, leftovers.")
+@pass_context
+def check(ctx: Context, repair: bool) -> None:
     """Verify every blob, image, tag, cache record and snapshot; one line per problem, exit 1 if any."""
     from lamina.store import check as checking
     from lamina.store.lease import Lease, exclusive, live_leases
@@ -223,25 +222,25 @@ def check(ctx: click.Context, repair: bool) -> None:
             others = live_leases(store.root, exclude=lease.name)
             report = checking.check(store, with_leftovers=not others)
             if others:
-                click.echo(f"Note: temp files were not checked: the store is in use by "
-                           f"{', '.join(o.describe() for o in others)}.", err=True)
+                echo(f"Note: temp files were not checked: the store is in use by "
+                     f"{', '.join(o.describe() for o in others)}.", err=True)
             _print_report(report)
             done = []
     for line in done:
-        click.echo(f"repaired: {line}")
+        echo(f"repaired: {line}")
     unrepaired = sum(1 for p in report.problems if p.kind == "database") if repair else len(report.problems)
     if report.problems and repair:
-        click.echo(f"{len(report.problems) - unrepaired} of {len(report.problems)} problems repaired")
+        echo(f"{len(report.problems) - unrepaired} of {len(report.problems)} problems repaired")
     if unrepaired:
         ctx.exit(1)
 
 
 def _print_report(report: Any) -> None:
     for problem in report.problems:
-        click.echo(str(problem))
+        echo(str(problem))
     found = f"{len(report.problems)} problem{'s' if len(report.problems) != 1 else ''}" if report.problems else "no problems"
-    click.echo(f"Checked {report.blobs} blobs ({human_size(report.blob_bytes)}), {report.images} images, "
-               f"{report.tags} tags, {report.records} cache records, {report.snapshots} snapshots: {found}")
+    echo(f"Checked {report.blobs} blobs ({human_size(report.blob_bytes)}), {report.images} images, "
+         f"{report.tags} tags, {report.records} cache records, {report.snapshots} snapshots: {found}")
 
 
 COMMANDS = [prune, builder, system]
