@@ -1,4 +1,4 @@
-"""The http.client transport against real servers on 127.0.0.1: pooling, streaming, TLS, proxies."""
+"""The HTTP transport against real servers (http.server) on 127.0.0.1: pooling, streaming, TLS, proxies."""
 
 from __future__ import annotations
 
@@ -295,6 +295,12 @@ def test_tls_verified_with_a_ca_file(tls: TLSFiles) -> None:
         assert server.connections == 1
 
 
+def test_tls_checks_a_host_name(tls: TLSFiles) -> None:
+    """SNI and the certificate's name check, with the host name handed to ssl as ASCII bytes."""
+    with Server(echo, tls) as server, HttpTransport(ca_file=tls.ca) as transport:
+        assert transport.handle(Request("GET", f"https://localhost:{server.port}/n")).read().startswith(b"GET /n 0")
+
+
 def test_tls_refuses_an_unknown_ca_unless_told_not_to_verify(tls: TLSFiles) -> None:
     with Server(echo, tls) as server:
         with HttpTransport() as transport, pytest.raises(ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
@@ -446,12 +452,12 @@ def test_with_params(url: str, params: dict[str, str] | list[tuple[str, str]], o
 
 
 def test_the_module_stays_light() -> None:
-    """http.client, not httpx: what `lamina push` pays for at start-up."""
+    """Neither httpx nor http.client (see test_transport_wire): what `lamina push` pays for at start-up."""
     import subprocess
     import sys
 
     code = "import sys, lamina.transport.registry.push; print(' '.join(sorted(sys.modules)))"
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                 env={"PYTHONPATH": str(Path(__file__).parents[1] / "src")}).stdout.split())
-    assert "http.client" in loaded
-    assert not {"httpx", "httpcore", "h11", "urllib.request"} & loaded
+    assert "lamina.transport.http" in loaded
+    assert not {"httpx", "httpcore", "h11", "urllib.request", "http.client", "ssl"} & loaded

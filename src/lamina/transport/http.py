@@ -1,4 +1,4 @@
-"""HTTP/1.1 for the registry client and ADD's downloads, on the standard library's ``http.client``.
+"""HTTP/1.1 for the registry client and ADD's downloads, over a plain socket (:mod:`.wire`).
 
 A :class:`Transport` turns a :class:`Request` into a :class:`Response`;
 :class:`HttpTransport` is the real one. It is what lamina needs and no more:
@@ -6,7 +6,10 @@ keep-alive connections pooled per (scheme, host, port) and shared by threads,
 streamed request bodies (sent as they are, or chunked when no
 ``Content-Length`` is given) and streamed responses, TLS through :mod:`ssl`,
 and proxies from the environment. httpx did this before at a cost of
-75-110 ms of imports per command; ``http.client`` is a fraction of that.
+75-110 ms of imports per command, ``http.client`` at 22-30 ms (its
+:mod:`email` header parsing and :mod:`ssl`); :mod:`.wire` frames the
+messages itself, and this module imports :mod:`ssl` only for ``https``,
+:mod:`urllib.parse` at the first request.
 
 - A connection goes back to the pool only when its response was read to the
   end; one the server closed while it sat idle is noticed before reuse, and a
@@ -27,27 +30,46 @@ and proxies from the environment. httpx did this before at a cost of
 
 from __future__ import annotations
 
-import base64
-import http.client
-import json
 import os
-import re
 import select
 import socket
-import ssl
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from http import HTTPStatus
-from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import SplitResult, quote, unquote, unquote_plus, urlencode, urlsplit
+from dataclasses import field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from lamina.model import model
+from lamina.transport import wire
+
+if TYPE_CHECKING:
+    import ssl
+    from pathlib import Path
+    from urllib.parse import SplitResult
 
 CONNECT_TIMEOUT = 15.0
 READ_TIMEOUT = 60.0
 MAX_IDLE = 8  # idle connections kept per (scheme, host, port)
 _CHUNK = 64 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_PATH_SAFE = "/%:@!$&'()*+,;=~-._"
+_PHRASES = {  # http.HTTPStatus's phrases, without building that enum (1-2 ms)
+    100: "Continue", 101: "Switching Protocols", 102: "Processing", 103: "Early Hints", 200: "OK", 201: "Created",
+    202: "Accepted", 203: "Non-Authoritative Information", 204: "No Content", 205: "Reset Content",
+    206: "Partial Content", 207: "Multi-Status", 208: "Already Reported", 226: "IM Used", 300: "Multiple Choices",
+    301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified", 305: "Use Proxy",
+    307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request", 401: "Unauthorized",
+    402: "Payment Required", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 409: "Conflict", 410: "Gone",
+    411: "Length Required", 412: "Precondition Failed", 413: "Request Entity Too Large",
+    414: "Request-URI Too Long", 415: "Unsupported Media Type", 416: "Requested Range Not Satisfiable",
+    417: "Expectation Failed", 418: "I'm a Teapot", 421: "Misdirected Request", 422: "Unprocessable Entity",
+    423: "Locked", 424: "Failed Dependency", 425: "Too Early", 426: "Upgrade Required",
+    428: "Precondition Required", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
+    451: "Unavailable For Legal Reasons", 500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+    506: "Variant Also Negotiates", 507: "Insufficient Storage", 508: "Loop Detected", 510: "Not Extended",
+    511: "Network Authentication Required",
+}
 
 
 class TransportError(Exception):
@@ -116,7 +138,7 @@ class Headers(Mapping[str, str]):
         return f"Headers({dict(self.items())!r})"
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class Request:
     """One request. ``body`` bytes are sent with their length; an iterable is streamed (give
     ``Content-Length`` to send it as is, else it goes chunked). ``timeout`` overrides the
@@ -135,6 +157,8 @@ class Request:
     @property
     def parts(self) -> SplitResult:
         """The URL split (``urllib.parse.SplitResult``: ``hostname``, ``path``, ``query``…)."""
+        from urllib.parse import urlsplit
+
         return urlsplit(self.url)
 
 
@@ -158,12 +182,7 @@ class Response:
         self.status_code = status_code
         self.headers = headers if isinstance(headers, Headers) else Headers(headers)
         self.url = url
-        if reason_phrase is None:
-            try:
-                reason_phrase = HTTPStatus(status_code).phrase
-            except ValueError:
-                reason_phrase = ""
-        self.reason_phrase = reason_phrase
+        self.reason_phrase = _PHRASES.get(status_code, "") if reason_phrase is None else reason_phrase
         self._raw: bytes | None = None if source is not None else content
         self._source = source
         self._decoded: bytes | None = None
@@ -221,6 +240,8 @@ class Response:
         return self.read()
 
     def json(self) -> Any:
+        import json
+
         return json.loads(self.read())
 
     @property
@@ -247,6 +268,8 @@ class Transport(Protocol):
 
 def parse_links(value: str) -> list[dict[str, str]]:
     """RFC 8288 ``Link`` values: ``<url>; rel="next", <url2>; rel=last`` → ``[{"url": …, "rel": …}]``."""
+    import re
+
     links = []
     for entry in re.finditer(r"<([^>]*)>([^,<]*)", value):
         link = {"url": entry.group(1).strip()}
@@ -261,6 +284,8 @@ def parse_links(value: str) -> list[dict[str, str]]:
 def with_params(url: str, params: Mapping[str, str] | Sequence[tuple[str, str]]) -> str:
     """``url`` with ``params`` added to its query; a name it already has is replaced, the rest of
     its query (a registry's ``_state``, say) is kept byte for byte."""
+    from urllib.parse import unquote_plus, urlencode
+
     pairs = list(params.items()) if isinstance(params, Mapping) else list(params)
     if not pairs:
         return url
@@ -281,7 +306,7 @@ def _decoder(encoding: str) -> Any:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class _Proxy:
     host: str
     port: int
@@ -289,7 +314,7 @@ class _Proxy:
 
 
 class HttpTransport:
-    """:class:`Transport` over ``http.client``; thread-safe (connections are pooled, each used by
+    """:class:`Transport` over :mod:`.wire`; thread-safe (connections are pooled, each used by
     one request at a time)."""
 
     def __init__(self, *, verify: bool = True, ca_file: str | Path | None = None,
@@ -298,12 +323,14 @@ class HttpTransport:
         self.ca_file = ca_file
         self.connect_timeout = connect_timeout
         self.timeout = timeout
-        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
+        self._idle: dict[tuple[str, str, int], list[wire.Connection]] = {}
         self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
         self._closed = False
 
     def handle(self, request: Request, *, stream: bool = False) -> Response:
+        from urllib.parse import quote, urlsplit
+
         parts = urlsplit(request.url)
         scheme = parts.scheme.lower()
         if scheme not in _DEFAULT_PORTS:
@@ -316,7 +343,9 @@ class HttpTransport:
             raise UnsupportedProtocol(f"no host in URL {request.url}")
         proxy = _proxy_for(scheme, host)
         target = request.url.partition("#")[0] if proxy is not None and scheme == "http" else \
-            (quote(parts.path, safe="/%:@!$&'()*+,;=~-._") or "/") + (f"?{parts.query}" if parts.query else "")
+            (quote(parts.path, safe=_PATH_SAFE) or "/") + (f"?{parts.query}" if parts.query else "")
+        if not wire.valid_target(target):
+            raise UnsupportedProtocol(f"URL can't contain control characters or non-ASCII ones: {target!r}")
         headers = dict(request.headers.items())
         if proxy is not None and scheme == "http" and proxy.authorization:
             headers["Proxy-Authorization"] = proxy.authorization
@@ -326,7 +355,9 @@ class HttpTransport:
         while True:
             conn, reused = self._checkout(key, proxy, request.timeout, fresh=fresh)
             try:
-                raw = self._exchange(conn, request, target, headers, reused=reused and replayable)
+                head, reader = self._exchange(conn, request, target, headers,
+                                              wire.host_header(host, port, _DEFAULT_PORTS[scheme]),
+                                              reused=reused and replayable)
             except _Stale:
                 fresh = True  # the server had closed that idle connection: once more on a new one
                 continue
@@ -334,8 +365,8 @@ class HttpTransport:
                 conn.close()
                 raise
             break
-        body = _Body(self, key, conn, raw)
-        response = Response(raw.status, headers=raw.getheaders(), url=request.url, reason_phrase=raw.reason,
+        body = _Body(self, key, conn, reader)
+        response = Response(head.status, headers=head.headers, url=request.url, reason_phrase=head.reason,
                             source=body)
         if not stream:
             try:
@@ -358,18 +389,16 @@ class HttpTransport:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _exchange(self, conn: http.client.HTTPConnection, request: Request, target: str,
-                  headers: dict[str, str], *, reused: bool) -> http.client.HTTPResponse:
-        """Send and read the status line and headers."""
+    def _exchange(self, conn: wire.Connection, request: Request, target: str, headers: dict[str, str],
+                  host: str, *, reused: bool) -> tuple[wire.Head, wire.Body]:
+        """Send; read the status line and headers, and see how the body is framed."""
         assert conn.sock is not None
         conn.sock.settimeout(request.timeout or self.timeout)
         failed: TransportError | None = None
         try:
-            conn.request(request.method, target, body=request.body, headers=headers)
+            conn.send_request(request.method, target, headers, request.body, host=host)
         except TimeoutError as exc:
             raise WriteTimeout(f"sending the request timed out: {exc}") from exc
-        except http.client.InvalidURL as exc:
-            raise UnsupportedProtocol(_reason(exc)) from exc
         except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:
             if reused:
                 conn.close()
@@ -378,23 +407,24 @@ class HttpTransport:
         except OSError as exc:
             raise WriteError(str(exc)) from exc
         try:
-            return conn.getresponse()
+            head = conn.read_head()
+            return head, conn.body(head, request.method)
         except TimeoutError as exc:
             raise ReadTimeout(f"no answer within {request.timeout or self.timeout:g} s") from exc
-        except (http.client.RemoteDisconnected, ConnectionResetError, ConnectionAbortedError) as exc:
+        except (wire.NoResponse, ConnectionResetError, ConnectionAbortedError) as exc:
             if reused and failed is None:
                 conn.close()
                 raise _Stale from exc
             if failed is not None:
                 raise failed from exc
             raise RemoteProtocolError(f"server disconnected without sending a response ({exc})") from exc
-        except (http.client.HTTPException, OSError) as exc:
+        except (wire.ProtocolError, OSError) as exc:
             if failed is not None:
                 raise failed from exc
             raise (ReadError if isinstance(exc, OSError) else RemoteProtocolError)(_reason(exc)) from exc
 
     def _checkout(self, key: tuple[str, str, int], proxy: _Proxy | None, timeout: float | None, *,
-                  fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+                  fresh: bool = False) -> tuple[wire.Connection, bool]:
         """An idle connection still open (unless ``fresh``), or a new one; and whether it was reused."""
         while True:
             with self._lock:
@@ -406,34 +436,36 @@ class HttpTransport:
                 return conn, True
             conn.close()
 
-    def _release(self, key: tuple[str, str, int], conn: http.client.HTTPConnection, reusable: bool) -> None:
+    def _release(self, key: tuple[str, str, int], conn: wire.Connection, reusable: bool) -> None:
         with self._lock:
             idle = self._idle.setdefault(key, [])
-            if reusable and not self._closed and conn.sock is not None and len(idle) < MAX_IDLE:
+            if reusable and not self._closed and conn.sock is not None and not conn.buffered \
+                    and len(idle) < MAX_IDLE:
                 idle.append(conn)
                 return
         conn.close()
 
-    def _connect(self, scheme: str, host: str, port: int, proxy: _Proxy | None,
-                 timeout: float) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection
+    def _connect(self, scheme: str, host: str, port: int, proxy: _Proxy | None, timeout: float) -> wire.Connection:
+        """A new connection (through the proxy's tunnel for ``https``, then TLS); timed out after ``timeout``."""
         where = (proxy.host, proxy.port) if proxy is not None else (host, port)
-        if scheme == "https":
-            conn = http.client.HTTPSConnection(*where, timeout=timeout, context=self._context())
-            if proxy is not None:
-                tunnel = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
-                conn.set_tunnel(host, port, headers=tunnel)
-        else:
-            conn = http.client.HTTPConnection(*where, timeout=timeout)
+        sock: socket.socket | None = None
         try:
-            conn.connect()
+            # a bytes host: getaddrinfo takes it as it is (typeshed says str only)
+            sock = socket.create_connection((wire.lookup_host(where[0]), where[1]), timeout)  # type: ignore[arg-type]
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a request's head and body in one go
+            if scheme == "https":
+                if proxy is not None:
+                    _tunnel(sock, host, port, proxy.authorization)
+                sock = self._context().wrap_socket(sock, server_hostname=wire.lookup_host(host))
         except TimeoutError as exc:
-            conn.close()
+            if sock is not None:
+                sock.close()
             raise ConnectTimeout(f"connecting to {_netloc(*where)} timed out") from exc
-        except OSError as exc:
-            conn.close()
+        except (OSError, wire.ProtocolError) as exc:
+            if sock is not None:
+                sock.close()
             raise ConnectError(_reason(exc)) from exc
-        return conn
+        return wire.Connection(sock)
 
     def _context(self) -> ssl.SSLContext:
         with self._lock:
@@ -444,6 +476,8 @@ class HttpTransport:
 
 def tls_context(*, verify: bool = True, ca_file: str | Path | None = None) -> ssl.SSLContext:
     """The client TLS context: the system's CAs (or ``ca_file``'s), or no verification at all."""
+    import ssl
+
     if verify:
         context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
     else:
@@ -454,6 +488,20 @@ def tls_context(*, verify: bool = True, ca_file: str | Path | None = None) -> ss
     return context
 
 
+def _tunnel(sock: socket.socket, host: str, port: int, authorization: str | None) -> None:
+    """Ask the proxy on ``sock`` for a tunnel to ``host:port`` (``CONNECT``, HTTP/1.0 as http.client asks)."""
+    lines = [f"CONNECT {_netloc(host, port)} HTTP/1.0"]
+    if authorization:
+        lines.append(f"Proxy-Authorization: {authorization}")
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    conn = wire.Connection(sock)
+    head = conn.read_head()
+    if head.status != 200:
+        raise OSError(f"Tunnel connection failed: {head.status} {head.reason}".strip())
+    if conn.buffered:
+        raise wire.ProtocolError("the proxy sent more than its answer to CONNECT")
+
+
 class _Stale(Exception):
     """A reused connection turned out closed before any answer: the request may be sent again."""
 
@@ -461,32 +509,26 @@ class _Stale(Exception):
 class _Body:
     """A response body on its connection; hands the connection back once it was read to the end."""
 
-    def __init__(self, transport: HttpTransport, key: tuple[str, str, int], conn: http.client.HTTPConnection,
-                 raw: http.client.HTTPResponse) -> None:
-        self._transport, self._key, self._raw = transport, key, raw
-        self._conn: http.client.HTTPConnection | None = conn
+    def __init__(self, transport: HttpTransport, key: tuple[str, str, int], conn: wire.Connection,
+                 body: wire.Body) -> None:
+        self._transport, self._key, self._body = transport, key, body
+        self._conn: wire.Connection | None = conn
+        if body.done:  # nothing to read (HEAD, 204, 304, an empty body): the connection is free now
+            self._done(not body.will_close)
 
     def read(self, size: int) -> bytes:
         if self._conn is None:
             return b""
         try:
-            data = self._raw.read(size)
+            data = self._body.read(size)
         except TimeoutError as exc:
             self._done(False)
             raise ReadTimeout(f"reading the response timed out after {self._transport.timeout:g} s") from exc
-        except http.client.IncompleteRead as exc:
-            self._done(False)
-            raise RemoteProtocolError(f"the server closed the connection before the end of the body "
-                                      f"({len(exc.partial)} bytes of a chunk read)") from exc
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, wire.ProtocolError) as exc:
             self._done(False)
             raise (ReadError if isinstance(exc, OSError) else RemoteProtocolError)(_reason(exc)) from exc
-        if not data:
-            if self._raw.length:  # http.client returns b"" when a Content-Length body is cut short
-                self._done(False)
-                raise RemoteProtocolError(f"the server closed the connection {self._raw.length} bytes "
-                                          "before the end of the body")
-            self._done(not self._raw.will_close)
+        if self._body.done:
+            self._done(not self._body.will_close)
         return data
 
     def close(self) -> None:
@@ -496,7 +538,6 @@ class _Body:
     def _done(self, reusable: bool) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            self._raw.close()
             self._transport._release(self._key, conn, reusable)
 
 
@@ -520,12 +561,16 @@ def _proxy_for(scheme: str, host: str) -> _Proxy | None:
     url = proxies.get(scheme) or proxies.get("all")
     if not url or urllib.request.proxy_bypass(host):
         return None
+    from urllib.parse import unquote, urlsplit
+
     parts = urlsplit(url if "://" in url else f"http://{url}")
     if parts.scheme != "http" or not parts.hostname:
         raise UnsupportedProtocol(f"unsupported proxy {url!r}: only http:// proxies are supported")
     authorization = None
     if parts.username is not None:
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        import base64
+
         authorization = "Basic " + base64.b64encode(pair).decode()
     return _Proxy(parts.hostname, parts.port or 80, authorization)
 

@@ -5,8 +5,8 @@
 redirects), with credentials from the docker config
 (:mod:`lamina.transport.credentials`). Progress is reported as events
 (:mod:`.events`), never printed. HTTP is :mod:`lamina.transport.http`
-(the standard library's ``http.client``), imported only when a command
-talks to a registry or fetches a URL.
+(our HTTP/1.1 over plain sockets), imported only when a command talks to a
+registry or fetches a URL.
 
 The names below load on first use: ``lamina push`` imports neither the pull
 side nor the layer-size counter that pulls need.
