@@ -263,12 +263,15 @@ def registry_session(domain: str, *, tls_verify: bool = True, credentials: Any =
     insecure-registry rule: HTTPS without checking the certificate when the
     registry speaks TLS, else plain HTTP.
     """
-    from lamina.transport import mirrors
     from lamina.transport.credentials import CredentialStore
-    from lamina.transport.registry.client import RegistryClient
+    from lamina.transport.registry.client import RegistryClient, is_loopback
 
     creds = credentials if credentials is not None else CredentialStore()
     if tls_verify:
+        if is_loopback(domain):  # always plain HTTP: the registry settings have nothing to add
+            return RegistryClient(domain, credentials=creds)
+        from lamina.transport import mirrors
+
         insecure = mirrors.load().is_insecure(domain)
         return RegistryClient(domain, credentials=creds, insecure=True if insecure else None)
     from lamina.transport.http import HttpTransport, Request, TransportError

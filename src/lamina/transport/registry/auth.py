@@ -21,26 +21,21 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from lamina.errors import AuthError
+from lamina.model import model
 from lamina.transport.credentials import Credential
 from lamina.transport.http import Request, Response, with_params
+from lamina.transport.registry.scope import Scope, repository_scope
 
 DEFAULT_EXPIRY = 60.0  # the token spec's default when expires_in is absent
 _EXPIRY_MARGIN = 10.0  # renew a little early: a token must outlive the request it is on
 _PARAM = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?')
 
-Scope = tuple[str, ...]
 
 
-def repository_scope(name: str, *actions: str) -> str:
-    """``repository:NAME:pull,push`` as the token spec spells a scope."""
-    return f"repository:{name}:{','.join(actions)}"
-
-
-@dataclass(frozen=True, slots=True)
+@model
 class Challenge:
     """One parsed challenge; ``scheme`` is lower case (``basic``, ``bearer``)."""
 
@@ -67,7 +62,7 @@ def parse_challenges(header: str) -> tuple[Challenge, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class _Token:
     value: str
     expires: float

@@ -19,9 +19,11 @@ nothing of images: ``pull`` and ``push`` say which endpoint to call.
 from __future__ import annotations
 
 import ipaddress
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from lamina.errors import AuthError, RegistryError
@@ -36,7 +38,10 @@ from lamina.transport.http import (
     UnsupportedProtocol,
     with_params,
 )
-from lamina.transport.registry.auth import Authenticator, Scope, insufficient_scope, parse_challenges
+from lamina.transport.registry.scope import Scope
+
+if TYPE_CHECKING:
+    from lamina.transport.registry.auth import Authenticator
 
 DOCKER_HUB_API = "registry-1.docker.io"
 MANIFEST_ACCEPT = ", ".join((mt.OCI_INDEX, mt.DOCKER_MANIFEST_LIST, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST))
@@ -95,8 +100,21 @@ class RegistryClient:
         # its TLS context is made at the first https request: a loopback registry never needs one
         self.http: Transport = transport if transport is not None else HttpTransport(ca_file=ca_file, timeout=timeout)
         self._on_request = on_request
-        lookup = (lambda: credentials.get(domain)) if credentials is not None else None
-        self.auth = Authenticator(lookup, self._send_token_request, registry=domain)
+        self._credentials = credentials
+        self._auth_lock = threading.Lock()
+        self._auth: Authenticator | None = None  # made at the first challenge: most local registries never send one
+
+    @property
+    def auth(self) -> Authenticator:
+        """The session's :class:`~.auth.Authenticator` (its tokens and Basic credentials)."""
+        with self._auth_lock:  # transfers run in threads: two first 401s must share one
+            if self._auth is None:
+                from lamina.transport.registry.auth import Authenticator
+
+                credentials, domain = self._credentials, self.domain
+                lookup = (lambda: credentials.get(domain)) if credentials is not None else None
+                self._auth = Authenticator(lookup, self._send_token_request, registry=domain)
+            return self._auth
 
     def close(self) -> None:
         self.http.close()
@@ -144,7 +162,7 @@ class RegistryClient:
     def _send_authed(self, method: str, url: str, scope: Scope, headers: Mapping[str, str],
                      body: Body, params: Mapping[str, str] | None, stream: bool,
                      follow: bool) -> Response:
-        sent = self.auth.header(scope)
+        sent = self._auth.header(scope) if self._auth is not None else None
         response = self._send(method, url, sent, headers, body, params, stream, follow)
         challenge = response.headers.get("WWW-Authenticate")
         if response.status_code != 401 or not challenge or not self.auth.challenge(challenge, scope, sent):
@@ -233,6 +251,8 @@ def response_error(response: Response, what: str, *, unknown: str | None = None)
 
 def _insufficient_scope(response: Response) -> str | None:
     """The scope a Bearer ``insufficient_scope`` challenge names (``"access"`` without one), else None."""
+    from lamina.transport.registry.auth import insufficient_scope, parse_challenges
+
     for challenge in parse_challenges(response.headers.get("WWW-Authenticate", "")):
         if insufficient_scope(challenge):
             return _sorted_actions(challenge.params.get("scope") or "access")

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from dataclasses import dataclass
 
 from lamina.errors import DigestMismatch, LaminaError, RegistryError
 from lamina.image.layersize import BackgroundSizeCounter
+from lamina.model import model
 from lamina.oci.descriptor import Descriptor, Platform
 from lamina.oci.digest import Digest
 from lamina.oci.manifest import Index, Manifest, decode
@@ -22,17 +22,17 @@ from lamina.oci.reference import Reference
 from lamina.store.store import Store, StoredImage
 from lamina.transport import mirrors
 from lamina.transport.http import Response, TransportError
-from lamina.transport.registry.auth import repository_scope
 from lamina.transport.registry.client import MANIFEST_ACCEPT, RegistryClient, response_error
 from lamina.transport.registry.events import BlobKind, Emitter, Progress, Resolved
 from lamina.transport.registry.parallel import WORKERS, run_all
+from lamina.transport.registry.scope import repository_scope
 
 MAX_MANIFEST_SIZE = 4 << 20  # containerd's limit: a manifest is metadata, not a payload
 CHUNK = 1 << 20
 BLOB_TRIES = 3  # whole-blob restarts after a connection drops mid-body
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class _Pull:
     store: Store
     client: RegistryClient

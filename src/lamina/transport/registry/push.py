@@ -24,20 +24,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from urllib.parse import urljoin
 
 from lamina.errors import AuthError, RegistryError, StoreError
+from lamina.model import model
 from lamina.oci.descriptor import Descriptor
 from lamina.oci.digest import Digest
 from lamina.oci.reference import Reference
 from lamina.store.store import Store, StoredImage
 from lamina.transport.credentials import CredentialStore
 from lamina.transport.http import Response
-from lamina.transport.registry.auth import repository_scope
 from lamina.transport.registry.client import Body, RegistryClient, response_error
 from lamina.transport.registry.events import BlobKind, Emitter, Progress
 from lamina.transport.registry.parallel import WORKERS, run_all
+from lamina.transport.registry.scope import repository_scope
 
 CHUNK_SIZE = 32 << 20  # blobs up to this size go in one request; larger ones in chunks of it
 SMALL_BLOB = 1 << 20  # a blob recorded nowhere goes up unasked up to this size (a round trip's worth)
@@ -45,7 +46,7 @@ READ_SIZE = 1 << 20
 _OCTETS = "application/octet-stream"
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class PushResult:
     """The pushed manifest's digest and size (what ``name@digest`` now names remotely)."""
 
@@ -53,7 +54,7 @@ class PushResult:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
+@model
 class _Push:
     store: Store
     client: RegistryClient
