@@ -59,3 +59,28 @@ def test_recover_stops_a_dead_builds_container_before_removing_its_work_dir(tmp_
         for cid in os.listdir(store.root / "runc"):
             subprocess.run(["runc", "--root", str(store.root / "runc"), "delete", "-f", cid], check=False)
         store.close()
+
+
+def test_a_memo_lookup_hands_its_open_metadata_to_the_store_that_follows(tmp_path: Path) -> None:
+    """Closing SQLite's last connection checkpoints and deletes the WAL (four syncs); the lookup's
+    connection becomes the store's instead, and only the last store's is kept open."""
+    from lamina import api
+    from lamina.build.options import BuildOptions
+
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM scratch\nLABEL a=b\n")
+    roots = [tmp_path / "one", tmp_path / "two"]
+    for root in roots:
+        Store(root).close()
+    options = BuildOptions(context=context)
+    assert api.build_memoized(roots[0], options) is None  # no memo yet: a miss
+    first = api._memo_metadata[roots[0].absolute()]
+    store = api.open_store(roots[0])
+    assert store.db is first and not api._memo_metadata
+    assert (roots[0] / "lamina.db-wal").exists()  # not checkpointed away
+    assert api.build_memoized(roots[1], options) is None
+    assert api.build_memoized(roots[1], options) is None
+    assert list(api._memo_metadata) == [roots[1].absolute()]
+    store.close()
+    api._memo_metadata.pop(roots[1].absolute()).close()

@@ -18,6 +18,7 @@ from lamina.store.paths import default_root
 if TYPE_CHECKING:  # loaded where used: a memoized rebuild needs no store, a push no build model
     from lamina.build import events
     from lamina.build.options import BuildOptions
+    from lamina.store.db import Metadata
     from lamina.store.store import Store, StoredImage
 
 _P = ParamSpec("_P")
@@ -40,7 +41,14 @@ def _leased(operation: str) -> Callable[[Callable[Concatenate[Store, _P], _R]], 
 def open_store(root: Path | str | None = None) -> Store:
     from lamina.store.store import Store
 
-    return Store(Path(root) if root else default_root())
+    path = Path(root) if root else default_root()
+    return Store(path, db=_memo_metadata.pop(path.absolute(), None))
+
+
+# The metadata a memo lookup opened, per store root, kept for the store that follows: SQLite
+# checkpoints and deletes the WAL when a file's last connection closes (four syncs, and the next
+# writer makes the WAL anew), which cost a memoized or incremental build 2-50 ms for nothing.
+_memo_metadata: dict[Path, Metadata] = {}
 
 
 def build_memoized(root: Path | str | None, options: BuildOptions, *,
@@ -63,21 +71,23 @@ def build_memoized(root: Path | str | None, options: BuildOptions, *,
     key = memo.memo_key(options, __version__)
     if key is None:
         return None
-    db = Metadata(store_root / DB_FILE)
-    try:
-        found = memo.recall(db, key)
-        if found is None:
-            return None
-        from lamina.build.buildlog import BuildLog
+    where = store_root.absolute()
+    db = _memo_metadata.pop(where, None) or Metadata(store_root / DB_FILE)
+    for other in _memo_metadata.values():  # one kept at a time: a program may build in many stores
+        other.close()
+    _memo_metadata.clear()
+    _memo_metadata[where] = db  # left open: see _memo_metadata
+    found = memo.recall(db, key)
+    if found is None:
+        return None
+    from lamina.build.buildlog import BuildLog
 
-        log = BuildLog(store_root, about={"context": str(options.context), "tags": list(options.tags),
-                                          "memo": True})
-        memo.replay(found, log.tee(listener or _ignore), time.monotonic() - started)
-        log.finish(image=str(found["image"]))
-        db.memo_used(key, found["keys"], image=str(found["image"]), build_id=log.build_id)
-        return str(found["image"])
-    finally:
-        db.close()
+    log = BuildLog(store_root, about={"context": str(options.context), "tags": list(options.tags),
+                                      "memo": True})
+    memo.replay(found, log.tee(listener or _ignore), time.monotonic() - started)
+    log.finish(image=str(found["image"]))
+    db.memo_used(key, found["keys"], image=str(found["image"]), build_id=log.build_id)
+    return str(found["image"])
 
 
 def resolver(store: Store, *, platform: str | None = None):  # type: ignore[no-untyped-def]

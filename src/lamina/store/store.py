@@ -71,14 +71,15 @@ class StoredImage:
 
 
 class Store:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, db: Metadata | None = None) -> None:
+        """``db``: this store's metadata, already open (a memoized build's; see api.build_memoized)."""
         self.root = Path(root).absolute()  # runc, overlay options and bundles need absolute paths
         self.root.mkdir(parents=True, exist_ok=True)
         self.blobs = BlobStore(self.root)
         self.blobs.init()
         self.snapshots_dir = self.root / "snapshots"
         self.snapshots_dir.mkdir(exist_ok=True)
-        self.db = Metadata(self.root / DB_FILE)
+        self.db = db if db is not None else Metadata(self.root / DB_FILE)
 
     def close(self) -> None:
         self.db.close()
