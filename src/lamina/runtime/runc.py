@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import resource
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -83,7 +82,7 @@ class RuncExecutor:
         except ValueError as exc:
             raise RuntimeError_(str(exc)) from None
         self._root.mkdir(parents=True, exist_ok=True)
-        container_id = ID_PREFIX + secrets.token_hex(8)
+        container_id = ID_PREFIX + os.urandom(8).hex()
         bundle = Path(tempfile.mkdtemp(prefix=container_id + "-", dir=self._bundle_dir))
         try:
             config = _bundle_config(bundle, Path(rootfs), process, net, mounts, hostname, self._nofile)
