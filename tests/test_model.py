@@ -115,3 +115,12 @@ def test_only_init_is_compiled_per_class() -> None:
         assert getattr(Point, name).__code__ is getattr(Derived, name).__code__
     assert Point.__setattr__ is Derived.__setattr__
     assert Point.__init__.__code__ is not Derived.__init__.__code__
+
+
+def test_an_undocumented_model_gets_a_short_docstring_without_inspect() -> None:
+    @model
+    class Bare:
+        a: int
+        b: str = ""
+
+    assert Bare.__doc__ == "Bare(a, b)"
