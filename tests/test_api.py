@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -75,12 +76,17 @@ def test_a_memo_lookup_hands_its_open_metadata_to_the_store_that_follows(tmp_pat
         Store(root).close()
     options = BuildOptions(context=context)
     assert api.build_memoized(roots[0], options) is None  # no memo yet: a miss
-    first = api._memo_metadata[roots[0].absolute()]
+    first = api._memo_metadata.kept[roots[0].absolute()]
     store = api.open_store(roots[0])
-    assert store.db is first and not api._memo_metadata
+    assert store.db is first and not api._memo_metadata.kept
     assert (roots[0] / "lamina.db-wal").exists()  # not checkpointed away
     assert api.build_memoized(roots[1], options) is None
     assert api.build_memoized(roots[1], options) is None
-    assert list(api._memo_metadata) == [roots[1].absolute()]
+    assert list(api._memo_metadata.kept) == [roots[1].absolute()]
+    elsewhere = threading.Thread(target=api.build_memoized, args=(roots[0], options))
+    elsewhere.start()
+    elsewhere.join()  # another thread's lookup keeps its own connection, and closes none of ours
+    assert list(api._memo_metadata.kept) == [roots[1].absolute()]
+    assert api._memo_metadata.kept[roots[1].absolute()].cache_get("none", touch=False) is None  # still open
     store.close()
-    api._memo_metadata.pop(roots[1].absolute()).close()
+    api._memo_metadata.kept.pop(roots[1].absolute()).close()

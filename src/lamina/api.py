@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Concatenate, ParamSpec, TypeVar
@@ -42,13 +43,23 @@ def open_store(root: Path | str | None = None) -> Store:
     from lamina.store.store import Store
 
     path = Path(root) if root else default_root()
-    return Store(path, db=_memo_metadata.pop(path.absolute(), None))
+    return Store(path, db=_memo_metadata.kept.pop(path.absolute(), None))
 
 
-# The metadata a memo lookup opened, per store root, kept for the store that follows: SQLite
-# checkpoints and deletes the WAL when a file's last connection closes (four syncs, and the next
-# writer makes the WAL anew), which cost a memoized or incremental build 2-50 ms for nothing.
-_memo_metadata: dict[Path, Metadata] = {}
+class _MemoMetadata(threading.local):
+    """The metadata a memo lookup opened, kept for the store this thread opens next.
+
+    SQLite checkpoints and deletes the WAL when a file's last connection closes (four syncs, and
+    the next writer makes the WAL anew), which cost a memoized or incremental build 2-50 ms for
+    nothing. Per thread, one store at a time: another thread's lookups never close what this one
+    is using, and a program that builds in many stores keeps one connection open, not many.
+    """
+
+    def __init__(self) -> None:
+        self.kept: dict[Path, Metadata] = {}
+
+
+_memo_metadata = _MemoMetadata()
 
 
 def build_memoized(root: Path | str | None, options: BuildOptions, *,
@@ -72,11 +83,12 @@ def build_memoized(root: Path | str | None, options: BuildOptions, *,
     if key is None:
         return None
     where = store_root.absolute()
-    db = _memo_metadata.pop(where, None) or Metadata(store_root / DB_FILE)
-    for other in _memo_metadata.values():  # one kept at a time: a program may build in many stores
+    kept = _memo_metadata.kept
+    db = kept.pop(where, None) or Metadata(store_root / DB_FILE)
+    for other in kept.values():
         other.close()
-    _memo_metadata.clear()
-    _memo_metadata[where] = db  # left open: see _memo_metadata
+    kept.clear()
+    kept[where] = db  # left open: see _MemoMetadata
     found = memo.recall(db, key)
     if found is None:
         return None
