@@ -100,8 +100,34 @@ def test_second_push_uploads_nothing(registry: RunningRegistry, source: tuple[St
     with recorder.client(registry.host) as client:
         push(store, image, ref, client=client, progress=events.append)
     methods = sorted(m for m, _, _ in recorder.requests)
-    assert methods == ["HEAD", "HEAD", "HEAD", "PUT"]  # 3 blobs checked, the manifest put
+    assert methods == ["PUT"]  # blobs we put there are not asked about: the manifest is the one request
     assert {e.status for e in events if isinstance(e, BlobProgress)} == {"exists"}
+    assert {e.digest for e in events if isinstance(e, BlobProgress)} == _blobs(image)
+
+
+def test_a_blob_the_registry_lost_is_sent_again(registry: RunningRegistry,
+                                                source: tuple[Store, StoredImage]) -> None:
+    """The registry refuses a manifest whose blobs are gone (MANIFEST_BLOB_UNKNOWN): the blobs
+    recorded as pushed are then asked about, the lost one sent again (here: mounted from another
+    repository that holds it), and the manifest put."""
+    import urllib.request
+
+    store, image = source
+    ref = Reference.parse(f"{registry.host}/lamina/lost:v1")
+    push(store, image, ref)
+    lost = image.manifest.layers[1].digest
+    delete = urllib.request.Request(f"http://{registry.host}/v2/lamina/lost/blobs/{lost}", method="DELETE")
+    assert urllib.request.urlopen(delete, timeout=10).status == 202
+    recorder = Recorder()
+    with recorder.client(registry.host) as client:
+        push(store, image, ref, client=client)
+    puts = [path for m, path, _ in recorder.requests if m == "PUT"]
+    assert [p for p in puts if "/manifests/" in p] == ["/v2/lamina/lost/manifests/v1"] * 2  # refused, then put
+    assert [m for m, _, _ in recorder.requests if m == "HEAD"] == ["HEAD"] * 3  # each recorded blob asked about
+    posts = [query for m, _, query in recorder.requests if m == "POST"]
+    assert len(posts) == 1 and f"mount={lost}".replace(":", "%3A") in posts[0]  # the lost one, from a sibling
+    pulled = pull(Store(store.root.parent / "lost-pull"), ref)
+    assert pulled.manifest_digest == image.manifest_digest
 
 
 def test_cross_repository_mount(registry: RunningRegistry, source: tuple[Store, StoredImage]) -> None:

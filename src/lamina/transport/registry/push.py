@@ -3,7 +3,11 @@
 Per blob, the fewest round trips that work, chosen from what the store
 knows (``db.sources``: the repositories we pushed it to or pulled it from):
 
-- recorded in the target repository: HEAD it (it is most likely there);
+- recorded in the target repository: nothing at all (we put it there, or pulled it from
+  there). Should the registry have lost it since (garbage collection, a deleted repository),
+  the manifest comes back ``MANIFEST_BLOB_UNKNOWN``: those blobs are then asked about and sent
+  as below, and the manifest put again. docker HEADs each of them instead, a round trip per
+  layer on every push of a rebuilt image;
 - recorded in another repository of the registry: mount it from there at once
   (a 201 says it is there, whatever the target held); a refused mount opens
   an upload session, which a HEAD then uses or, when the blob is there, cancels;
@@ -40,6 +44,7 @@ from lamina.transport.registry.events import BlobKind, Emitter, Progress
 from lamina.transport.registry.parallel import WORKERS, run_all
 from lamina.transport.registry.scope import repository_scope
 
+_BLOB_UNKNOWN = frozenset({"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"})
 CHUNK_SIZE = 32 << 20  # blobs up to this size go in one request; larger ones in chunks of it
 SMALL_BLOB = 1 << 20  # a blob recorded nowhere goes up unasked up to this size (a round trip's worth)
 READ_SIZE = 1 << 20
@@ -89,11 +94,26 @@ def push(store: Store, image: StoredImage, ref: Reference, *, client: RegistryCl
         layers = {d.digest: d for d in image.manifest.layers if _distributable(d)}
         blobs: list[tuple[Descriptor, BlobKind]] = [(d, "layer") for d in layers.values()]
         blobs.append((image.manifest.config, "config"))
-        routes = {d.digest: route(store.db.sources(str(d.digest)), ref, d.size) for d, _ in blobs}
+        sources = {d.digest: store.db.sources(str(d.digest)) for d, _ in blobs}
+        routes = {d.digest: route(sources[d.digest], ref, d.size) for d, _ in blobs}
+        trusted = [blob for blob in blobs if ref.repository in sources[blob[0].digest] and
+                   store.blobs.has(blob[0].digest)]
+        blobs = [blob for blob in blobs if blob not in trusted]
         blobs.sort(key=lambda blob: _longest_first(routes[blob[0].digest], blob[0].size))
         run_all(lambda blob: _push_blob(job, *blob, routes[blob[0].digest]), blobs, workers)
         data = store.blobs.read(image.manifest_digest)
-        digest = _put_manifest(job, data, image.manifest.media_type, ref.tag or str(image.manifest_digest))
+        reference = ref.tag or str(image.manifest_digest)
+        try:
+            digest = _put_manifest(job, data, image.manifest.media_type, reference)
+        except RegistryError as exc:
+            if not trusted or exc.code not in _BLOB_UNKNOWN:
+                raise
+            # the registry lost blobs we had put there: ask about each, send what is missing, put again
+            run_all(lambda blob: _push_blob(job, *blob, routes[blob[0].digest]), trusted, workers)
+            trusted = []
+            digest = _put_manifest(job, data, image.manifest.media_type, reference)
+        for desc, kind in trusted:
+            job.emit.blob(desc.digest, kind, "exists", desc.size, desc.size)
         with store.db.transaction():  # one commit for all of them
             for blob in [*layers, image.manifest.config.digest, digest]:
                 store.db.add_source(ref.repository, str(blob))
