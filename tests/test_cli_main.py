@@ -110,7 +110,7 @@ NOT_ON_THE_QUIET_PUSH_PATH = ("lamina.cli.progress", "lamina.build", "lamina.tra
                               # a loopback registry that never challenges: no token machinery, no settings
                               "lamina.transport.registry.auth", "lamina.transport.mirrors",
                               # the HTTP of our own (transport/wire.py), plain http: no TLS, no idna
-                              "http.client", "email", "ssl", "encodings.idna", "click", "shutil")
+                              "http.client", "email", "ssl", "encodings.idna", "click", "shutil", "base64")
 
 
 @pytest.mark.integration

@@ -12,8 +12,6 @@ Secrets never appear in a repr, a log line or an exception message.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
 import os
@@ -127,6 +125,8 @@ class CredentialStore:
             self._run(helper, "store", json.dumps(payload).encode())
             auths[key] = {}  # docker keeps an empty entry so the registry is listed as logged in
         else:
+            import base64  # here and in _decode_entry: a registry that never challenges needs neither
+
             token = base64.b64encode(f"{username}:{password}".encode()).decode()
             auths[key] = {"auth": token}
         self._save(config)
@@ -214,6 +214,9 @@ def _find_auth(auths: dict[str, Any], key: str) -> dict[str, Any] | None:
 def _decode_entry(entry: dict[str, Any], key: str) -> Credential | None:
     username, password = str(entry.get("username") or ""), str(entry.get("password") or "")
     if entry.get("auth"):
+        import base64
+        import binascii
+
         try:
             decoded = base64.b64decode(str(entry["auth"]), validate=False).decode()
         except (binascii.Error, UnicodeDecodeError) as exc:
