@@ -108,8 +108,8 @@ class Lamina(Peer):
 
     def setup(self, bases: dict[str, Path]) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
-        # the `lamina` command as scripts/setup installs it (python -S; lamina.sitepath), for this checkout
-        _run([sys.executable, "-c", "import sys; from lamina.sitepath import install_launcher; "
+        # the `lamina` command as scripts/setup installs it (python -S; lamina.launcher), for this checkout
+        _run([sys.executable, "-c", "import sys; from lamina.launcher import install_launcher; "
               "install_launcher(*sys.argv[1:])", str(self.work / "lamina"), sys.executable, str(REPO / "src")],
              self.env)
         _run([sys.executable, "-c", _WARM_BYTECODE], self.env)

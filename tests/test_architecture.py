@@ -2,7 +2,7 @@
 
 cli → api → build → (dockerfile, store, snapshot, runtime, transport) → image → oci → errors;
 ``syscalls`` (mount, unshare, … through libc) sits beside ``errors``: it imports nothing of lamina;
-nor does ``sitepath`` (the launcher; ``import lamina`` runs it first under ``python -S``), nor
+nor does ``launcher`` (``import lamina`` runs it first under ``python -S``), nor
 ``model`` (the dataclass decorator every layer's types use).
 """
 
@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "lamina"
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "syscalls": set(),
-    "sitepath": set(),
+    "launcher": set(),
     "model": set(),
     "oci": {"errors", "model"},
     "image": {"errors", "model", "oci"},

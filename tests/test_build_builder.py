@@ -252,14 +252,20 @@ def test_the_mount_namespace_is_tried_once(store: Store, monkeypatch: pytest.Mon
     assert calls == [1]
 
 
-def test_layer_blobs_are_fsynced_once_before_the_image_names_them(store: Store, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths the store fsyncs, in order (the fsyncs still happen)."""
     from lamina.store import blobs as blobs_module
 
-    synced: list[str] = []
+    paths: list[str] = []
     real_fsync = os.fsync
     monkeypatch.setattr(blobs_module.os, "fsync",
-                        lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))[1])
+                        lambda fd: (paths.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))[1])
+    return paths
+
+
+def test_layer_blobs_are_fsynced_once_before_the_image_names_them(store: Store, tmp_path: Path, synced: list[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     seen_at_put: list[list[str]] = []
     real_put = store.put_image
     monkeypatch.setattr(store, "put_image", lambda *a, **kw: (seen_at_put.append(list(synced)), real_put(*a, **kw))[1])
@@ -272,15 +278,8 @@ def test_layer_blobs_are_fsynced_once_before_the_image_names_them(store: Store, 
     assert str(store.blobs.path(stored.image.layers[1].digest).parent) in seen_at_put[0]  # type: ignore[attr-defined]
 
 
-def test_a_failed_build_fsyncs_the_layers_it_cached(store: Store, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_build_fsyncs_the_layers_it_cached(store: Store, tmp_path: Path, synced: list[str]) -> None:
     """The retry resumes from the cached steps, so their blobs go to disk even when the build fails."""
-    from lamina.store import blobs as blobs_module
-
-    synced: list[str] = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(blobs_module.os, "fsync",
-                        lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))[1])
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "a.txt").write_text("a")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.loopback import LoopbackServer
 from helpers.registry import TLSFiles, free_port, make_tls
 from lamina.transport import http as lhttp
 from lamina.transport.http import (
@@ -324,24 +325,14 @@ def test_plain_http_makes_no_tls_context(transport: HttpTransport) -> None:
 # --- proxies --------------------------------------------------------------------------
 
 
-class Proxy:
+class Proxy(LoopbackServer):
     """A tiny forward proxy: absolute-form requests answered itself, CONNECT tunnelled to the target."""
 
     def __init__(self) -> None:
         self.seen: list[str] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
+    def serve(self, client: socket.socket) -> None:
         with client:
             head = b""
             while b"\r\n\r\n" not in head:
@@ -360,9 +351,6 @@ class Proxy:
             with socket.create_connection((host, int(port))) as upstream:
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 _pipe(client, upstream)
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 def _pipe(a: socket.socket, b: socket.socket) -> None:

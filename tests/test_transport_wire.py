@@ -8,12 +8,12 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers.loopback import LoopbackServer
 from lamina.transport import http as lhttp
 from lamina.transport import wire
 from lamina.transport.http import HttpTransport, RemoteProtocolError, Request, UnsupportedProtocol
@@ -21,30 +21,18 @@ from lamina.transport.http import HttpTransport, RemoteProtocolError, Request, U
 Answer = Callable[[bytes], tuple[bytes | None, bool]]  # request → (raw answer or None for none, then close?)
 
 
-class Scripted:
+class Scripted(LoopbackServer):
     """Loopback server: reads each request (head and body) and sends what ``answer`` returns."""
 
     def __init__(self, answer: Answer) -> None:
         self.answer = answer
-        self.connections = 0
         self.requests: list[bytes] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
+    def serve(self, client: socket.socket) -> None:
         with client, client.makefile("rb") as rfile:
             while request := _read_request(rfile):
                 self.requests.append(request)
@@ -56,9 +44,6 @@ class Scripted:
 
     def __enter__(self) -> Scripted:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._listener.close()
 
 
 def _read_request(rfile: object) -> bytes:

@@ -11,7 +11,7 @@ import sys
 
 __version__ = "0.1.0"
 
-if sys.flags.no_site:  # started by the `lamina` launcher (python -S): see lamina.sitepath
-    from lamina.sitepath import add_site_packages
+if sys.flags.no_site:  # started by the `lamina` launcher (python -S): see lamina.launcher
+    from lamina.launcher import add_site_packages
 
     add_site_packages()

@@ -23,7 +23,7 @@ def launcher(interpreter: str, src: str) -> str:
     ``scripts/setup`` writes it over pip's console script; the benchmark runs the same text.
     """
     return (f"#!{interpreter} -S\n"
-            "# lamina's launcher (lamina.sitepath.launcher): Python without site, lamina from this checkout.\n"
+            "# lamina's launcher (lamina.launcher.launcher): Python without site, lamina from this checkout.\n"
             f"import sys\nsys.path.insert(0, {src!r})\nfrom lamina.cli.main import main\nmain()\n")
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lamina.sitepath import REQUIRED, add_site_packages, install_launcher, launcher
+from lamina.launcher import REQUIRED, add_site_packages, install_launcher, launcher
 
 SRC = str(Path(__file__).parents[1] / "src")
 
@@ -49,7 +49,7 @@ def test_importing_lamina_under_python_s_finds_the_dependencies_without_running_
 
 
 def test_a_dependency_only_a_pth_file_can_reveal_falls_back_to_site() -> None:
-    found = _python_s("import lamina, builtins, json\nfrom lamina.sitepath import add_site_packages\n"
+    found = _python_s("import lamina, builtins, json\nfrom lamina.launcher import add_site_packages\n"
                       "print(json.dumps([add_site_packages(('no_such_module_anywhere',)), hasattr(builtins, 'exit')]))")
     assert found == [False, True]
 
