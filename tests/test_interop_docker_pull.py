@@ -7,6 +7,7 @@ The dockerd test is skipped when docker/dockerd is absent.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -48,7 +49,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegist
 
 @pytest.fixture(scope="module")
 def pushed(registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """Two images lamina built and pushed: Docker media types (the default) and OCI (``--oci``)."""
+    """Two images lamina built and pushed: Docker media types (the default) and OCI (``--oci``).
+
+    The RUN's layer spans several gzip blocks, deflated in parallel (lamina.image.layerio)."""
     work = tmp_path_factory.mktemp("lamina")
     store = work / "store"
     tarball = work / "rootfs.tar"
@@ -56,8 +59,8 @@ def pushed(registry: RunningRegistry, tmp_path_factory: pytest.TempPathFactory) 
     lamina(store, "import", "-c", "ENV PATH=/bin", str(tarball), "busybox:test")
     ctx = work / "ctx"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text("FROM busybox:test\nRUN echo from-lamina > /msg && rm /etc/group\n"
-                                    'ENV GREETING=hi\nCMD ["sh", "-c", "cat /msg; echo $GREETING; ls /etc"]\n')
+    (ctx / "Dockerfile").write_text("FROM busybox:test\nRUN echo from-lamina > /msg && rm /etc/group && seq 1 700000 > /n\n"
+                                    'ENV GREETING=hi\nCMD ["sh", "-c", "cat /msg; echo $GREETING; md5sum /n; ls /etc"]\n')
     out: dict[str, object] = {"store": store}
     for flavour, flags in (("docker", ()), ("oci", ("--oci",))):
         name = f"{registry.host}/interop/{flavour}:v1"
@@ -105,3 +108,4 @@ def test_dockerd_pulls_and_runs_what_lamina_pushed(docker: list[str], pushed: di
     assert info["RootFS"]["Layers"] == ours["RootFS"]["Layers"]
     output = docker_run(*docker, "run", "--rm", "--network", "none", name).split()
     assert output[:2] == ["from-lamina", "hi"] and "group" not in output and "passwd" in output
+    assert output[2] == hashlib.md5(b"".join(b"%d\n" % i for i in range(1, 700001))).hexdigest()

@@ -407,4 +407,4 @@ def test_upper_layer_bytes_and_blob_are_pinned(tmp_path: Path) -> None:
     assert (len(plain.getvalue()), hashlib.sha256(plain.getvalue()).hexdigest()) == (
         133120, "b1c80077e3c29c56324eb1924244a27aa904e55ee7efa2aa2369412c18c7e208")
     assert hashlib.sha256(blob.getvalue()).hexdigest() == (
-        "ea61411d7f96658958436dae3a2c9a2c26a165987319920fc7ba74cc1455ecc0")
+        "06082894acc21241afd722084768e77d4918e76440a0a986efea23daa91fc117")

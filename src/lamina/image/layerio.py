@@ -7,6 +7,12 @@ bytes (the digest). Nothing holds a whole layer in memory. Compression is
 deterministic (no timestamp or file name in the gzip header) so the same tar
 gives the same digest on every machine.
 
+gzip is written as pigz writes it (:class:`_GzipBlocks`): the tar is cut into
+blocks of ``GZIP_BLOCK`` bytes, each deflated on its own, primed with the 32 KiB
+before it and ended by a sync flush, so the blocks of a big layer compress on
+every core at once. It is one ordinary gzip member, and its bytes depend only on
+the tar: not on the number of threads, nor on how the tar was written.
+
 ``open_layer`` is the reverse: a readable stream of the uncompressed tar,
 whatever the compression, detected from the magic bytes.
 """
@@ -15,6 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import struct
+from collections import deque
 from collections.abc import Callable
 from typing import IO, Any, BinaryIO, Protocol, cast
 
@@ -22,7 +31,12 @@ from lamina.errors import LayerError
 from lamina.oci.digest import Digest
 
 GZIP_LEVEL = 1  # isal level 1 ≈ zlib's default size at ~10x its speed
-_BLOCK = 1 << 16  # bytes handed to the compressor at a time
+GZIP_BLOCK = 1 << 20  # gzip is deflated in blocks of this many bytes, in parallel (see _GzipBlocks)
+_BLOCK = 1 << 16  # bytes handed to a streaming compressor (zstd) at a time
+_WINDOW = 32 << 10  # deflate's window: each gzip block is primed with this much of the one before
+# gzip member header: deflate, no flags, no time, no extra flags, OS unknown (as Go writes it)
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+_DEFLATE_END = b"\x03\x00"  # an empty final block with fixed codes: closes the blocks' sync-flushed stream
 _MAGIC = 6  # the longest magic number detect_compression looks at (xz)
 
 
@@ -44,11 +58,6 @@ class _Identity:
 
 
 def _compressor(compression: str) -> _Compressor:
-    if compression == "gzip":
-        from isal import isal_zlib
-
-        compressor: _Compressor = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, 31)
-        return compressor
     if compression == "zstd":
         import zstandard
 
@@ -60,18 +69,29 @@ def _compressor(compression: str) -> _Compressor:
 
 
 class LayerSink:
-    """File-like sink: hashes what is written (diff_id), compresses it into ``out``."""
+    """File-like sink: hashes what is written (diff_id), compresses it into ``out``.
+
+    ``background``: compress on other threads while the caller produces the next bytes (gzip on
+    every core, zstd on one thread); the blob is the same either way.
+    """
 
     def __init__(self, out: _Sink, compression: str = "gzip", *, background: bool = False) -> None:
         self._out = out
         self._hasher = hashlib.sha256()
-        self._compressor = _compressor(compression)
         self._pending = bytearray()
         self.uncompressed_size = 0
         self._closed = False
-        # compressing, hashing the blob and writing it on a thread of their own, while the caller
-        # reads the next files: isal, hashlib and file writes all run without the GIL
-        self._background = _Background(self._feed) if background and compression != "none" else None
+        self._background: _Background | None = None
+        self._gzip: _GzipBlocks | None = None
+        if compression == "gzip":
+            self._gzip = _GzipBlocks(out, _cores() if background else 1)
+            self._block_size = GZIP_BLOCK
+        else:
+            self._compressor = _compressor(compression)
+            self._block_size = _BLOCK
+            # compressing, hashing the blob and writing it on a thread of their own, while the caller
+            # reads the next files: zstd, hashlib and file writes all run without the GIL
+            self._background = _Background(self._feed) if background and compression != "none" else None
 
     def write(self, data: bytes) -> int:
         self._hasher.update(data)
@@ -83,24 +103,28 @@ class LayerSink:
         return len(data)
 
     def _feed(self, data: bytes) -> None:
-        # isal's output depends on how its input is split, so it is fed fixed-size blocks:
-        # the blob then depends only on the bytes, not on the writer's chunking.
+        # the compressors' output depends on how their input is split, so they are fed fixed-size
+        # blocks: the blob then depends only on the bytes, not on the writer's chunking
+        size = self._block_size
         pending = self._pending
         view = memoryview(data)
         if pending:  # top up the partial block first
-            taken = min(_BLOCK - len(pending), len(view))
+            taken = min(size - len(pending), len(view))
             pending += view[:taken]
             view = view[taken:]
-            if len(pending) < _BLOCK:
+            if len(pending) < size:
                 return
             self._compress(pending)
             pending.clear()
-        full = len(view) - len(view) % _BLOCK
-        for start in range(0, full, _BLOCK):  # whole blocks straight from ``data``, uncopied
-            self._compress(view[start:start + _BLOCK])
+        full = len(view) - len(view) % size
+        for start in range(0, full, size):  # whole blocks straight from ``data``
+            self._compress(view[start:start + size])
         pending += view[full:]
 
     def _compress(self, block: bytes | bytearray | memoryview) -> None:
+        if self._gzip is not None:
+            self._gzip.block(bytes(block))  # kept by other threads, and as the next block's dictionary
+            return
         chunk = self._compressor.compress(block)
         if chunk:
             self._out.write(chunk)
@@ -110,27 +134,123 @@ class LayerSink:
 
     def close(self) -> None:
         """Flush the compressor (idempotent). The caller commits ``out`` itself."""
-        if not self._closed:
-            if self._background is not None:
-                self._background.finish()  # raises what the thread met (a full disk, ...)
+        if self._closed:
+            return
+        if self._background is not None:
+            self._background.finish()  # raises what the thread met (a full disk, ...)
+        if self._gzip is not None:
+            if self._pending:
+                self._gzip.block(bytes(self._pending))
+            self._gzip.finish()
+        else:
             if self._pending:
                 self._compress(self._pending)
-                self._pending.clear()
             tail = self._compressor.flush()
             if tail:
                 self._out.write(tail)
-            self._closed = True
+        self._pending.clear()
+        self._closed = True
 
     def abort(self) -> None:
-        """Stop without flushing, after a failure: the background thread (if any) ends."""
+        """Stop without flushing, after a failure: the threads compressing (if any) end."""
         if not self._closed:
             self._closed = True
             if self._background is not None:
                 self._background.stop()
+            if self._gzip is not None:
+                self._gzip.abort()
 
     @property
     def diff_id(self) -> Digest:
         return Digest.from_hasher(self._hasher)
+
+
+def _cores() -> int:
+    """The CPUs this process may run on (a container's cpuset, not the host's count)."""
+    try:
+        return max(1, min(8, len(os.sched_getaffinity(0))))
+    except (AttributeError, OSError):
+        return max(1, min(8, os.cpu_count() or 1))
+
+
+def _deflate(block: bytes, primer: bytes) -> tuple[bytes, int, int]:
+    """One gzip block: raw deflate primed with the bytes before it, ended by a sync flush so the
+    next block's deflate can follow it on a byte boundary; with its CRC-32 and length."""
+    from isal import isal_zlib
+
+    if primer:
+        compressor = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, -15, zdict=primer)
+    else:
+        compressor = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, -15)
+    data = compressor.compress(block) + compressor.flush(isal_zlib.Z_SYNC_FLUSH)
+    return data, isal_zlib.crc32(block), len(block)
+
+
+class _GzipBlocks:
+    """One gzip member made of blocks deflated in parallel, written in order (pigz's format).
+
+    A layer of one block is deflated on the caller's thread: threads start with the second.
+    At most two blocks per thread are in flight, so memory stays a few MiB.
+    """
+
+    def __init__(self, out: _Sink, threads: int) -> None:
+        self._out = out
+        self._threads = threads
+        self._previous = b""
+        self._first: tuple[bytes, bytes] | None = None  # held until a second block shows threads are worth it
+        self._pool: Any = None
+        self._inflight: deque[Any] = deque()  # futures of _deflate, in stream order
+        self._crc = 0
+        self._size = 0
+        out.write(_GZIP_HEADER)
+
+    def block(self, data: bytes) -> None:
+        primer, self._previous = self._previous[-_WINDOW:], data
+        if self._threads <= 1:
+            self._write(_deflate(data, primer))
+            return
+        if self._pool is None:
+            if self._first is None:
+                self._first = (data, primer)
+                return
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="lamina-gzip")
+            first, self._first = self._first, None
+            self._inflight.append(self._pool.submit(_deflate, *first))
+        self._inflight.append(self._pool.submit(_deflate, data, primer))
+        while self._inflight and (self._inflight[0].done() or len(self._inflight) > 2 * self._threads):
+            self._write(self._inflight.popleft().result())
+
+    def finish(self) -> None:
+        """Write what is left and the trailer (CRC-32 and length of the whole stream)."""
+        try:
+            if self._first is not None:
+                first, self._first = self._first, None
+                self._write(_deflate(*first))
+            while self._inflight:
+                self._write(self._inflight.popleft().result())
+        finally:
+            self.abort()
+        self._out.write(_DEFLATE_END + struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
+
+    def abort(self) -> None:
+        """Drop the blocks in flight and end the threads."""
+        for future in self._inflight:
+            future.cancel()
+        self._inflight.clear()
+        self._first = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _write(self, deflated: tuple[bytes, int, int]) -> None:
+        from isal import isal_zlib
+
+        data, crc, length = deflated
+        self._crc = isal_zlib.crc32_combine(self._crc, crc, length)
+        self._size += length
+        self._out.write(data)
 
 
 class _Background:
