@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lamina.build import cachekey, events, explain, metadata, steps
+from lamina.build import cachekey, events, explain, metadata, speculate, steps
 from lamina.build.context import SourceRoot, checksum, select
 from lamina.build.stepkeys import canonical_instruction, history_text
 from lamina.dockerfile import instructions as ins
@@ -43,6 +43,11 @@ class StageRun:
         self._source, self._used = "", frozenset[str]()
         self._ran_for: float | None = None
         self._sources: tuple[list[Any], explain.RecordingStatCache] | None = None
+        # the speculative COPY (lamina.build.speculate): the step after this one, and its layer in the making
+        self._current: ins.Instruction | None = None
+        self._next: ins.Instruction | None = None
+        self._speculate = False
+        self._speculation: speculate.Speculation | None = None
         previous = run.dockerfile.stages[: stage.index]
         self.number = sum(1 + len(s.instructions) for s in previous) + 1
 
@@ -74,11 +79,16 @@ class StageRun:
         from lamina.build.builder import StageResult
 
         self._from()
-        for instr in self._triggers():
-            self._step(instr, trigger=True)
-        for position, instr in enumerate(self.stage.instructions, 1):
-            self.number += 1
-            self._step(instr, last=position == len(self.stage.instructions))
+        instructions = self.stage.instructions
+        try:
+            for instr in self._triggers():
+                self._step(instr, trigger=True)
+            for position, instr in enumerate(instructions, 1):
+                self.number += 1
+                self._next = instructions[position] if position < len(instructions) else None
+                self._step(instr, last=position == len(instructions))
+        finally:
+            self._drop_speculation()
         if self.run.stat_cache is not None:
             self.run.stat_cache.flush()
         return StageResult(self.image, self.key)
@@ -145,6 +155,9 @@ class StageRun:
         line = self.stage.line if trigger else instr.line
         # what explaining a miss needs: the instruction as written, the variables it used, its sources
         self._source, self._used, self._sources, self._ran_for = instr.original, frozenset[str](), None, None
+        self._current, self._speculate = instr, False
+        if self._speculation is not None and self._speculation.target is not instr:
+            self._drop_speculation()
         entries = len(self.image.config.history)
         try:
             cached = self._dispatch(instr, line)
@@ -187,6 +200,7 @@ class StageRun:
                                        self.where(line))
                     inputs["mounts"] = mounts.key_inputs()
                 text = " ".join(expanded.command)
+                self._speculate = True  # should it run, a COPY after it may be made meanwhile
                 return self._layer_step(inputs, history_text(expanded, cfg, plan.args), lambda root: steps.execute_run(
                     root, plan, run.executor, self._output, where=self.where(line), text=text, mounts=mounts))
             case ins.Copy() | ins.Add():
@@ -421,21 +435,82 @@ class StageRun:
         self._explain_miss(key, record, why)
         started = time.monotonic()
         lowers = run.layers.lowers(self.image)
-        with self._mounted(lowers) as mount:
-            try:
-                op(mount.root)
-            except BuildError as exc:
-                hint = self._keep_failed(mount, lowers, inputs.get("run"), exc, inputs.get("mounts"))
-                if hint is None:
-                    raise
-                raise BuildError(f"{exc} {hint}") from exc
-            mount.unmount()
-            layer = run.layers.commit(mount.upper, lowers)
+        made = self._adopt_speculation(lowers, inputs)
+        if made is not None:
+            layer = made
+        else:
+            with self._mounted(lowers) as mount:  # mounted first: its set-up enters the mount namespace
+                if self._speculate:
+                    self._speculate_next(lowers)
+                try:
+                    op(mount.root)
+                except BuildError as exc:
+                    hint = self._keep_failed(mount, lowers, inputs.get("run"), exc, inputs.get("mounts"))
+                    if hint is None:
+                        raise
+                    raise BuildError(f"{exc} {hint}") from exc
+                mount.unmount()
+                layer = run.layers.commit(mount.upper, lowers)
         record = {"created": run.now(), "layer": _layer_json(layer), "inputs": why.to_json(),
                   "seconds": round(time.monotonic() - started, 3)}
         if not self.no_cache:
             run.cache_put(key, record)
         return layer, record
+
+    # the speculative COPY (see lamina.build.speculate) ---------------------------------
+    def _speculate_next(self, lowers: list[Path]) -> None:
+        """Start making the next step's layer over ``lowers`` when it is a COPY that may not need this one."""
+        nxt = self._next
+        if nxt is None or not speculate.eligible(nxt) or not speculate.worth_it():
+            return
+        try:  # a RUN changes neither ENV nor ARG: the COPY will expand the same
+            expanded, _ = expand_tracking(nxt, self._env(), self.run.lexer, file=self.run.file)
+        except LaminaError:
+            return
+        assert isinstance(expanded, ins.Copy)
+        if not speculate.eligible(expanded):
+            return
+        workdir, where = self.image.config.config.working_dir, self.where(nxt.line)
+        self._speculation = speculate.Speculation(
+            nxt, expanded, workdir, lowers, lambda: self._speculative_copy(expanded, workdir, lowers, where))
+
+    def _speculative_copy(self, instr: ins.Copy, workdir: str, lowers: list[Path], where: str,
+                          ) -> speculate.Made | None:
+        """The COPY over ``lowers`` (on the speculation's thread): its layer, or None to give up."""
+        from lamina.snapshot.overlap import symlink_on_path
+
+        run = self.run
+        selected = [s for src in instr.sources for s in _select(run.context, instr, (src,), where)]
+        sources = checksum(run.context, selected, run.stat_cache) if selected else None
+        with self._mounted(lowers) as mount:
+            if symlink_on_path(mount.root, speculate.destination(workdir, instr.dest)):
+                return None
+            steps.execute_copy(mount.root, instr, selected, run.context, workdir=workdir, where=where)
+            mount.unmount()
+            layer = run.layers.commit(mount.upper, lowers)
+        return speculate.Made(layer, run.store.snapshot_path(layer.diff_id), sources)
+
+    def _adopt_speculation(self, lowers: list[Path], inputs: dict[str, Any]) -> Layer | None:
+        """The speculated layer, when it is this step's: same COPY, sources and workdir, made over the
+        layers below the RUN, which changed nothing it wrote or resolved."""
+        from lamina.snapshot.overlap import overlaps
+
+        spec, self._speculation = self._speculation, None
+        if spec is None:
+            return None
+        made = spec.wait()
+        if (made is None or spec.target is not self._current or lowers[1:] != spec.lowers
+                or inputs.get("instr") != canonical_instruction(spec.instr)
+                or inputs.get("sources") != made.sources or inputs.get("workdir") != spec.workdir
+                or overlaps(lowers[0], made.snapshot, speculate.destination(spec.workdir, spec.instr.dest))):
+            return None
+        return made.layer
+
+    def _drop_speculation(self) -> None:
+        """Wait for a speculation no step will use (the build failed, the COPY was cached)."""
+        spec, self._speculation = self._speculation, None
+        if spec is not None:
+            spec.wait()
 
     def _rerun_key(self, key: str, layer: Layer, record: dict[str, Any]) -> str:
         """The chain key after a step that ran despite a record (--no-cache, --no-cache-filter).

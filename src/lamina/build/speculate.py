@@ -1,0 +1,92 @@
+"""Speculative COPY: a context COPY right after a RUN is built while the RUN runs.
+
+A cold build of ``RUN apt-get install …`` then ``COPY . /app`` spends the RUN's
+time in the container and then the COPY's copying files and committing them, one
+after the other, while a core sits idle. The COPY's layer depends on the image
+below it only at the paths it writes or resolves: its destination and the
+destination's parents, what it replaces there, and (for ``--chown`` by name)
+``/etc/passwd``. So lamina copies it over the RUN's *lowers* on another thread,
+and when the COPY's turn comes keeps that layer if, and only if:
+
+- it is the same instruction with the same sources (the context's checksum as
+  the COPY step computed it) and working directory, over the same layers plus
+  the RUN's;
+- the RUN changed no path of the COPY's layer, nor the destination or its parents
+  as written (a symlink made there would move the COPY): see
+  :func:`lamina.snapshot.overlap.overlaps`;
+- no symlink was on the destination's path (what a symlink resolves through is
+  not a path of either layer).
+
+Otherwise the COPY runs as usual. Only a plain context COPY is speculated: no
+``--from`` (another stage), ``--link`` (its own cache), ``--chown`` by name,
+ADD (downloads, archives) or heredoc. The layer a failed or refused speculation
+committed stays in the store, unreferenced, for ``prune``: its snapshot may be
+another layer's too.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from lamina.dockerfile import instructions as ins
+from lamina.image.image import Layer
+from lamina.model import model
+
+
+def eligible(instr: object) -> bool:
+    """Whether ``instr`` is a COPY whose layer can be made before the step below it ends."""
+    if not isinstance(instr, ins.Copy) or instr.from_ or instr.link or instr.heredocs:
+        return False
+    # a name in --chown is looked up in the image's /etc/passwd or /etc/group
+    return not instr.chown or all(part.isdigit() for part in instr.chown.split(":", 1))
+
+
+def destination(workdir: str, dest: str) -> str:
+    """The COPY's destination as written, made absolute (``/`` separated, normalized, no trailing /)."""
+    return posixpath.normpath(posixpath.join("/", workdir or "/", dest))
+
+
+@model(frozen=False)
+class Made:
+    """What the speculation made: the layer, its snapshot dir, and the sources' checksum it copied."""
+
+    layer: Layer
+    snapshot: Path
+    sources: str | None
+
+
+class Speculation:
+    """One COPY being made on a thread of its own, for the step ``target``."""
+
+    def __init__(self, target: object, instr: ins.Copy, workdir: str, lowers: Sequence[Path],
+                 make: Callable[[], Made | None]) -> None:
+        self.target = target
+        self.instr = instr
+        self.workdir = workdir
+        self.lowers = list(lowers)
+        self._made: Made | None = None
+        self._thread = threading.Thread(target=self._run, args=(make,), name="lamina-speculate", daemon=True)
+        self._thread.start()
+
+    def _run(self, make: Callable[[], Made | None]) -> None:
+        try:
+            self._made = make()
+        except Exception:  # noqa: BLE001 - the COPY step runs again and reports its own error
+            self._made = None
+
+    def wait(self) -> Made | None:
+        """The layer made, or None when the speculation gave up or failed."""
+        self._thread.join()
+        return self._made
+
+
+def worth_it() -> bool:
+    """Another core to run the COPY on while the RUN's processes use one."""
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except (AttributeError, OSError):
+        return (os.cpu_count() or 1) > 1

@@ -1,0 +1,121 @@
+"""The speculative COPY: made while the RUN before it runs, kept only when the RUN could not change it.
+
+Each case builds twice, with speculation and without; the layers must hold the same
+entries (names, types, modes, owners, link targets, contents; times aside), and the
+speculated layer must be kept exactly when the RUN left the COPY's paths alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers.images import busybox_image
+from lamina import api
+from lamina.build import speculate
+from lamina.build.options import BuildOptions
+from lamina.build.stagerun import StageRun
+from lamina.dockerfile import instructions as ins
+from lamina.image.layerio import open_layer
+from lamina.store.store import Store
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runc"), reason="needs root and runc"),
+]
+
+
+def _entries(store: Store, layer: Any) -> list[tuple[object, ...]]:
+    out = []
+    with open_layer(store.blobs.open(layer.digest)) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+        for m in tar:
+            data = tar.extractfile(m).read() if m.isfile() else b""  # type: ignore[union-attr]
+            out.append((m.name, m.type, m.mode, m.uid, m.gid, m.linkname, hashlib.sha256(data).hexdigest()))
+    return out
+
+
+def _build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, dockerfile: str, *, speculating: bool,
+           ) -> tuple[list[list[tuple[object, ...]]], list[bool]]:
+    """The image's layers' entries, and for each speculation looked at, whether its layer was kept."""
+    work = tmp_path / ("on" if speculating else "off")
+    store = Store(work / "store")
+    busybox_image(store)
+    ctx = work / "ctx"
+    (ctx / "src/sub").mkdir(parents=True)
+    (ctx / "src/a.c").write_text("int a;\n")
+    (ctx / "src/sub/b.c").write_text("int b;\n")
+    (ctx / "f").write_text("from the context\n")
+    (ctx / "Dockerfile").write_text(dockerfile)
+    kept: list[bool] = []
+    adopt = StageRun._adopt_speculation
+
+    def spy(self: StageRun, lowers: list[Path], inputs: dict[str, Any]) -> Any:
+        looked = self._speculation is not None
+        layer = adopt(self, lowers, inputs)
+        if looked:
+            kept.append(layer is not None)
+        return layer
+
+    with monkeypatch.context() as patch:
+        patch.setattr(StageRun, "_adopt_speculation", spy)
+        patch.setattr(speculate, "worth_it", lambda: speculating)
+        stored = api.build(store, BuildOptions(context=ctx, tags=("t:latest",), no_cache=True))
+    return [_entries(store, layer) for layer in stored.image.layers], kept
+
+
+@pytest.mark.parametrize(("steps", "kept"), [
+    # the RUN writes elsewhere: the layer made meanwhile is the COPY's
+    ("RUN mkdir -p /var/data && echo x > /var/data/x\nCOPY src/ /app/src/", True),
+    # both go through /etc, a directory the RUN only passed through: still kept
+    ("RUN echo x > /etc/run.conf\nCOPY src/ /etc/app/", True),
+    ("WORKDIR /etc\nRUN echo x > /etc/run.conf\nCOPY f app/f", True),
+    # the same file in both
+    ("RUN mkdir -p /app && echo run > /app/f\nCOPY f /app/f", False),
+    # the RUN made the destination's parent a symlink: the COPY lands in /data
+    ("RUN mkdir /data && ln -s /data /app\nCOPY f /app/f", False),
+    # a parent's mode changed, a file deleted then copied back, a directory replaced by a file
+    ("RUN chmod 700 /etc\nCOPY f /etc/app/f", False),
+    ("RUN rm /etc/group\nCOPY f /etc/group", False),
+    ("RUN rm -rf /root && echo file > /root\nCOPY f /root", False),
+    # a symlink already on the destination's path (below the RUN): not speculated at all
+    ("RUN ln -s /tmp /link\nRUN echo x > /x\nCOPY f /link/f", False),
+    # a numeric --chown is kept; a name is looked up in the image, so not speculated
+    ("RUN echo x > /x\nCOPY --chown=7:8 src/ /app/", True),
+])
+def test_a_speculated_copy_gives_the_layers_of_a_plain_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                              steps: str, kept: bool) -> None:
+    dockerfile = f"FROM busybox:test\n{steps}\n"
+    plain, none = _build(monkeypatch, tmp_path, dockerfile, speculating=False)
+    speculated, looked = _build(monkeypatch, tmp_path, dockerfile, speculating=True)
+    assert none == []
+    assert speculated == plain
+    assert looked == ([True] if kept else [False]) or (looked == [] and not kept)
+
+
+@pytest.mark.parametrize(("text", "eligible"), [
+    ("COPY a /b", True),
+    ("COPY --chown=1:2 a /b", True),
+    ("COPY --chown=app a /b", False),
+    ("COPY --chown=1:staff a /b", False),
+    ("COPY --from=base a /b", False),
+    ("COPY --link a /b", False),
+    ("ADD a /b", False),
+    ("RUN true", False),
+])
+def test_which_steps_are_speculated(text: str, eligible: bool) -> None:
+    from lamina.dockerfile.parser import parse
+
+    node = parse(f"FROM x\n{text}\n", "Dockerfile").nodes[1]
+    assert speculate.eligible(ins.to_instruction(node, "Dockerfile")) is eligible
+
+
+def test_destination_as_written() -> None:
+    assert speculate.destination("/app", "src/") == "/app/src"
+    assert speculate.destination("", "./x/../y") == "/y"
+    assert speculate.destination("/w", "/abs/") == "/abs"
