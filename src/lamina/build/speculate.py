@@ -1,18 +1,19 @@
-"""Speculative COPY: a context COPY right after a RUN is built while the RUN runs.
+"""Speculative COPY: the context COPYs right after a RUN (or a COPY) are made while it runs.
 
 A cold build of ``RUN apt-get install …`` then ``COPY . /app`` spends the RUN's
 time in the container and then the COPY's copying files and committing them, one
-after the other, while a core sits idle. The COPY's layer depends on the image
+after the other, while a core sits idle. A COPY's layer depends on the image
 below it only at the paths it writes or resolves: its destination and the
 destination's parents, what it replaces there, and (for ``--chown`` by name)
-``/etc/passwd``. So lamina copies it over the RUN's *lowers* on another thread,
-and when the COPY's turn comes keeps that layer if, and only if:
+``/etc/passwd``. So when a step runs, lamina makes the layers of the next COPYs
+in a row (up to ``AHEAD``) over that step's *lowers*, each on a thread of its own,
+and when a COPY's turn comes keeps its layer if, and only if:
 
 - it is the same instruction with the same sources (the context's checksum as
   the COPY step computed it) and working directory, over the same layers plus
-  the RUN's;
-- the RUN changed no path of the COPY's layer, nor the destination or its parents
-  as written (a symlink made there would move the COPY): see
+  those of the steps since;
+- none of those steps changed a path of the COPY's layer, nor the destination or
+  its parents as written (a symlink made there would move the COPY): see
   :func:`lamina.snapshot.overlap.overlaps`;
 - no symlink was on the destination's path (what a symlink resolves through is
   not a path of either layer).
@@ -36,6 +37,7 @@ from lamina.dockerfile import instructions as ins
 from lamina.image.image import Layer
 from lamina.model import model
 
+AHEAD = 2  # COPYs in a row made at once, while the step before them runs
 
 def eligible(instr: object) -> bool:
     """Whether ``instr`` is a COPY whose layer can be made before the step below it ends."""
@@ -60,11 +62,9 @@ class Made:
 
 
 class Speculation:
-    """One COPY being made on a thread of its own, for the step ``target``."""
+    """One COPY (``instr``, expanded) being made over ``lowers`` on a thread of its own."""
 
-    def __init__(self, target: object, instr: ins.Copy, workdir: str, lowers: Sequence[Path],
-                 make: Callable[[], Made | None]) -> None:
-        self.target = target
+    def __init__(self, instr: ins.Copy, workdir: str, lowers: Sequence[Path], make: Callable[[], Made | None]) -> None:
         self.instr = instr
         self.workdir = workdir
         self.lowers = list(lowers)

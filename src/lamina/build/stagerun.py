@@ -43,11 +43,11 @@ class StageRun:
         self._source, self._used = "", frozenset[str]()
         self._ran_for: float | None = None
         self._sources: tuple[list[Any], explain.RecordingStatCache] | None = None
-        # the speculative COPY (lamina.build.speculate): the step after this one, and its layer in the making
-        self._current: ins.Instruction | None = None
-        self._next: ins.Instruction | None = None
+        # the speculative COPY (lamina.build.speculate): this step's place, the layers of COPYs after it
+        # in the making (by place), and whether this step, should it run, may start some
+        self._position = 0
         self._speculate = False
-        self._speculation: speculate.Speculation | None = None
+        self._speculations: dict[int, speculate.Speculation] = {}
         previous = run.dockerfile.stages[: stage.index]
         self.number = sum(1 + len(s.instructions) for s in previous) + 1
 
@@ -85,10 +85,10 @@ class StageRun:
                 self._step(instr, trigger=True)
             for position, instr in enumerate(instructions, 1):
                 self.number += 1
-                self._next = instructions[position] if position < len(instructions) else None
+                self._position = position
                 self._step(instr, last=position == len(instructions))
         finally:
-            self._drop_speculation()
+            self._drop_speculations(len(instructions) + 1)
         if self.run.stat_cache is not None:
             self.run.stat_cache.flush()
         return StageResult(self.image, self.key)
@@ -155,9 +155,8 @@ class StageRun:
         line = self.stage.line if trigger else instr.line
         # what explaining a miss needs: the instruction as written, the variables it used, its sources
         self._source, self._used, self._sources, self._ran_for = instr.original, frozenset[str](), None, None
-        self._current, self._speculate = instr, False
-        if self._speculation is not None and self._speculation.target is not instr:
-            self._drop_speculation()
+        self._speculate = False
+        self._drop_speculations(self._position)
         entries = len(self.image.config.history)
         try:
             cached = self._dispatch(instr, line)
@@ -200,10 +199,11 @@ class StageRun:
                                        self.where(line))
                     inputs["mounts"] = mounts.key_inputs()
                 text = " ".join(expanded.command)
-                self._speculate = True  # should it run, a COPY after it may be made meanwhile
+                self._speculate = True  # should it run, the COPYs after it may be made meanwhile
                 return self._layer_step(inputs, history_text(expanded, cfg, plan.args), lambda root: steps.execute_run(
                     root, plan, run.executor, self._output, where=self.where(line), text=text, mounts=mounts))
             case ins.Copy() | ins.Add():
+                self._speculate = True
                 return self._copy(expanded, line)
             case ins.Workdir():
                 new = metadata.apply(cfg, expanded, file=run.file)
@@ -441,7 +441,7 @@ class StageRun:
         else:
             with self._mounted(lowers) as mount:  # mounted first: its set-up enters the mount namespace
                 if self._speculate:
-                    self._speculate_next(lowers)
+                    self._speculate_following(lowers)
                 try:
                     op(mount.root)
                 except BuildError as exc:
@@ -458,21 +458,30 @@ class StageRun:
         return layer, record
 
     # the speculative COPY (see lamina.build.speculate) ---------------------------------
-    def _speculate_next(self, lowers: list[Path]) -> None:
-        """Start making the next step's layer over ``lowers`` when it is a COPY that may not need this one."""
-        nxt = self._next
-        if nxt is None or not speculate.eligible(nxt) or not speculate.worth_it():
-            return
-        try:  # a RUN changes neither ENV nor ARG: the COPY will expand the same
-            expanded, _ = expand_tracking(nxt, self._env(), self.run.lexer, file=self.run.file)
-        except LaminaError:
-            return
-        assert isinstance(expanded, ins.Copy)
-        if not speculate.eligible(expanded):
-            return
-        workdir, where = self.image.config.config.working_dir, self.where(nxt.line)
-        self._speculation = speculate.Speculation(
-            nxt, expanded, workdir, lowers, lambda: self._speculative_copy(expanded, workdir, lowers, where))
+    def _speculate_following(self, lowers: list[Path]) -> None:
+        """Start making the layers of the COPYs right after this step over ``lowers``, this step's own."""
+        instructions = self.stage.instructions
+        if not self._position or not speculate.worth_it():
+            return  # an ONBUILD trigger's step, or a single core
+        for position in range(self._position + 1, min(len(instructions), self._position + speculate.AHEAD) + 1):
+            nxt = instructions[position - 1]
+            if not speculate.eligible(nxt):
+                return
+            if position in self._speculations:
+                continue  # started before an earlier step: it is compared with that step's layer too
+            try:  # COPYs change neither ENV nor ARG nor WORKDIR: each will expand the same
+                expanded, _ = expand_tracking(nxt, self._env(), self.run.lexer, file=self.run.file)
+            except LaminaError:
+                return
+            assert isinstance(expanded, ins.Copy)
+            if not speculate.eligible(expanded):
+                return
+            self._speculations[position] = self._speculation(expanded, lowers, self.where(nxt.line))
+
+    def _speculation(self, instr: ins.Copy, lowers: list[Path], where: str) -> speculate.Speculation:
+        workdir = self.image.config.config.working_dir
+        return speculate.Speculation(instr, workdir, lowers,
+                                     lambda: self._speculative_copy(instr, workdir, lowers, where))
 
     def _speculative_copy(self, instr: ins.Copy, workdir: str, lowers: list[Path], where: str,
                           ) -> speculate.Made | None:
@@ -491,26 +500,28 @@ class StageRun:
         return speculate.Made(layer, run.store.snapshot_path(layer.diff_id), sources)
 
     def _adopt_speculation(self, lowers: list[Path], inputs: dict[str, Any]) -> Layer | None:
-        """The speculated layer, when it is this step's: same COPY, sources and workdir, made over the
-        layers below the RUN, which changed nothing it wrote or resolved."""
+        """The speculated layer, when it is this step's: same COPY, sources and workdir, made over
+        layers below this one, whose steps since changed nothing it wrote or resolved."""
         from lamina.snapshot.overlap import overlaps
 
-        spec, self._speculation = self._speculation, None
+        spec = self._speculations.pop(self._position, None)
         if spec is None:
             return None
         made = spec.wait()
-        if (made is None or spec.target is not self._current or lowers[1:] != spec.lowers
+        since = len(lowers) - len(spec.lowers)
+        if (made is None or since < 1 or lowers[since:] != spec.lowers
                 or inputs.get("instr") != canonical_instruction(spec.instr)
-                or inputs.get("sources") != made.sources or inputs.get("workdir") != spec.workdir
-                or overlaps(lowers[0], made.snapshot, speculate.destination(spec.workdir, spec.instr.dest))):
+                or inputs.get("sources") != made.sources or inputs.get("workdir") != spec.workdir):
+            return None
+        dest = speculate.destination(spec.workdir, spec.instr.dest)
+        if any(overlaps(upper, made.snapshot, dest) for upper in lowers[:since]):
             return None
         return made.layer
 
-    def _drop_speculation(self) -> None:
-        """Wait for a speculation no step will use (the build failed, the COPY was cached)."""
-        spec, self._speculation = self._speculation, None
-        if spec is not None:
-            spec.wait()
+    def _drop_speculations(self, before: int) -> None:
+        """Wait for the speculations no step will use: those of steps before ``before`` (cached, failed)."""
+        for position in [p for p in self._speculations if p < before]:
+            self._speculations.pop(position).wait()
 
     def _rerun_key(self, key: str, layer: Layer, record: dict[str, Any]) -> str:
         """The chain key after a step that ran despite a record (--no-cache, --no-cache-filter).
