@@ -122,6 +122,47 @@ def test_which_steps_are_speculated(text: str, eligible: bool) -> None:
     assert speculate.eligible(ins.to_instruction(node, "Dockerfile")) is eligible
 
 
+def _copy(text: str) -> ins.Copy:
+    from lamina.dockerfile.parser import parse
+
+    instr = ins.to_instruction(parse(f"FROM x\n{text}\n", "Dockerfile").nodes[1], "Dockerfile")
+    assert isinstance(instr, ins.Copy)
+    return instr
+
+
+def test_when_a_speculated_layer_stands_for_the_step(tmp_path: Path) -> None:
+    """The same COPY, sources and workdir, over the same layers plus the steps' since, which left its paths alone."""
+    from lamina.build.stepkeys import canonical_instruction
+    from lamina.image.image import Layer
+    from lamina.oci.descriptor import Descriptor
+    from lamina.oci.digest import Digest
+
+    layer = Layer(Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", Digest.of(b"blob"), 4), Digest.of(b"tar"))
+    made_dir, base, run_upper, other = (tmp_path / n for n in ("made", "base", "run", "other"))
+    (made_dir / "app/src").mkdir(parents=True)
+    (run_upper / "var/data").mkdir(parents=True)
+    other.mkdir()
+    copy = _copy("COPY src/ /app/src/")
+    key = canonical_instruction(copy)
+
+    made = speculate.Made(layer, made_dir, "sha256:s")
+
+    def spec(gave_up: bool = False) -> speculate.Speculation:
+        return speculate.Speculation(copy, "/", [base], lambda: None if gave_up else made)
+
+    assert speculate.adopted(spec(), [run_upper, base], key, "sha256:s", "/") == layer
+    assert speculate.adopted(spec(), [run_upper, other, base], key, "sha256:s", "/") == layer  # two steps since
+    assert speculate.adopted(spec(gave_up=True), [run_upper, base], key, "sha256:s", "/") is None
+    assert speculate.adopted(spec(), [base], key, "sha256:s", "/") is None  # no step since: not over its lowers
+    assert speculate.adopted(spec(), [run_upper, other], key, "sha256:s", "/") is None  # other layers below
+    assert speculate.adopted(spec(), [run_upper, base], key, "sha256:changed", "/") is None  # the context changed
+    assert speculate.adopted(spec(), [run_upper, base], key, "sha256:s", "/w") is None
+    assert speculate.adopted(spec(), [run_upper, base], canonical_instruction(_copy("COPY src/ /b/")),
+                             "sha256:s", "/") is None
+    (run_upper / "app").mkdir(mode=0o700)  # the RUN made /app, with another mode than the COPY's
+    assert speculate.adopted(spec(), [run_upper, base], key, "sha256:s", "/") is None
+
+
 def test_destination_as_written() -> None:
     assert speculate.destination("/app", "src/") == "/app/src"
     assert speculate.destination("", "./x/../y") == "/y"

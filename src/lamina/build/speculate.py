@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from lamina.build.stepkeys import canonical_instruction
 from lamina.dockerfile import instructions as ins
 from lamina.image.image import Layer
 from lamina.model import model
@@ -82,6 +83,23 @@ class Speculation:
         """The layer made, or None when the speculation gave up or failed."""
         self._thread.join()
         return self._made
+
+
+def adopted(spec: Speculation, lowers: Sequence[Path], instr: object, sources: str | None,
+            workdir: object) -> Layer | None:
+    """``spec``'s layer when it may stand for the step about to run over ``lowers``: that step is the
+    same COPY (``instr``: its canonical form), with the same ``sources`` checksum and ``workdir``,
+    over the layers ``spec`` was made over plus those of the steps since, and none of those steps
+    changed a path of the layer or the destination's path."""
+    from lamina.snapshot.overlap import overlaps  # a cached build needs no snapshot code
+
+    made = spec.wait()
+    since = len(lowers) - len(spec.lowers)
+    if (made is None or since < 1 or list(lowers[since:]) != spec.lowers
+            or instr != canonical_instruction(spec.instr) or sources != made.sources or workdir != spec.workdir):
+        return None
+    dest = destination(spec.workdir, spec.instr.dest)
+    return None if any(overlaps(upper, made.snapshot, dest) for upper in lowers[:since]) else made.layer
 
 
 def worth_it() -> bool:

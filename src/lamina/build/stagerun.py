@@ -500,23 +500,11 @@ class StageRun:
         return speculate.Made(layer, run.store.snapshot_path(layer.diff_id), sources)
 
     def _adopt_speculation(self, lowers: list[Path], inputs: dict[str, Any]) -> Layer | None:
-        """The speculated layer, when it is this step's: same COPY, sources and workdir, made over
-        layers below this one, whose steps since changed nothing it wrote or resolved."""
-        from lamina.snapshot.overlap import overlaps
-
+        """This step's speculated layer, if it may stand for the step (see :func:`speculate.adopted`)."""
         spec = self._speculations.pop(self._position, None)
         if spec is None:
             return None
-        made = spec.wait()
-        since = len(lowers) - len(spec.lowers)
-        if (made is None or since < 1 or lowers[since:] != spec.lowers
-                or inputs.get("instr") != canonical_instruction(spec.instr)
-                or inputs.get("sources") != made.sources or inputs.get("workdir") != spec.workdir):
-            return None
-        dest = speculate.destination(spec.workdir, spec.instr.dest)
-        if any(overlaps(upper, made.snapshot, dest) for upper in lowers[:since]):
-            return None
-        return made.layer
+        return speculate.adopted(spec, lowers, inputs.get("instr"), inputs.get("sources"), inputs.get("workdir"))
 
     def _drop_speculations(self, before: int) -> None:
         """Wait for the speculations no step will use: those of steps before ``before`` (cached, failed)."""
