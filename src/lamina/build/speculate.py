@@ -40,6 +40,7 @@ from lamina.model import model
 
 AHEAD = 2  # COPYs in a row made at once, while the step before them runs
 
+
 def eligible(instr: object) -> bool:
     """Whether ``instr`` is a COPY whose layer can be made before the step below it ends."""
     if not isinstance(instr, ins.Copy) or instr.from_ or instr.link or instr.heredocs:
@@ -53,7 +54,7 @@ def destination(workdir: str, dest: str) -> str:
     return posixpath.normpath(posixpath.join("/", workdir or "/", dest))
 
 
-@model(frozen=False)
+@model
 class Made:
     """What the speculation made: the layer, its snapshot dir, and the sources' checksum it copied."""
 
