@@ -107,6 +107,16 @@ def test_what_is_a_url_and_what_a_git_repository(source: str, url: bool, git: bo
     assert (is_url(source), is_git(source)) == (url, git)
 
 
+def test_a_plain_path_is_told_from_a_git_source_without_its_parser() -> None:
+    """Every COPY source is asked whether it is a Git repository: a path without ':' is never one."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from lamina.build.remote import is_git; "
+            "assert not is_git('src/app') and not is_git('a@b'); assert 'lamina.build.gitsource' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 @pytest.mark.parametrize(("sources", "checksum", "message"), [
     (("https://e.com/a", "https://e.com/b"), "sha256:" + "0" * 64, "checksum can't be specified for multiple sources"),
     (("local.txt",), "sha256:" + "0" * 64, "checksum requires HTTP(S) or Git sources"),

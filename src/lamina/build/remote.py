@@ -54,6 +54,8 @@ class Remote:
 
 def is_git(source: str) -> bool:
     """Whether ``source`` names a Git repository (BuildKit's ``ParseGitRef``, see :mod:`lamina.build.gitsource`)."""
+    if ":" not in source:  # both of its forms have one (scheme://…, user@host:path): a path needs no parser
+        return False
     from lamina.build.gitsource import parse
 
     try:
