@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from helpers import cli
 from helpers.images import busybox_rootfs_tar
 
 pytestmark = [
@@ -36,10 +36,7 @@ CMD ["cat", "/app/out/all.txt"]
 
 
 def lamina(root: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run([sys.executable, "-m", "lamina", "--root", str(root), *args], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, **(env or {})})
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
+    return cli.lamina(root, *args, env=env).stdout.strip()
 
 
 def _stores(tmp_path: Path) -> tuple[Path, Path]:

@@ -7,12 +7,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers import cli
 from helpers.dockerd import private_dockerd
 from helpers.images import busybox_rootfs_tar
 from helpers.registry import running_registry
@@ -25,11 +25,7 @@ pytestmark = [
 
 def lamina(root: Path, *args: str, code: int = 0, stdin: str | None = None,
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "lamina", "--root", str(root), *args], input=stdin,
-                          capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
-    assert proc.returncode == code, f"lamina {' '.join(args)}: exit {proc.returncode}: {proc.stderr}"
-    assert "Traceback" not in proc.stderr
-    return proc
+    return cli.lamina(root, *args, code=code, stdin=stdin, env=env)
 
 
 def out(root: Path, *args: str) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import cli
 from lamina.build import events
 from lamina.cli.progress import (
     BarsTransfer,
@@ -256,10 +257,7 @@ def project(tmp_path: Path) -> Path:
 
 def lamina(tmp: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "LAMINA_PROGRESS"}
-    proc = subprocess.run([sys.executable, "-m", "lamina", "--root", str(tmp / "store"), *args],
-                          capture_output=True, text=True, timeout=300, env=env)
-    assert not check or proc.returncode == 0, proc.stderr
-    return proc
+    return cli.lamina(tmp / "store", *args, check=check, environ=env)
 
 
 def on_a_terminal(tmp: Path, *args: str) -> tuple[int, str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import cli
 from helpers.images import busybox_rootfs_tar
 
 pytestmark = [
@@ -22,8 +23,7 @@ pytestmark = [
 
 
 def lamina(root: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lamina", "--root", str(root), *args],
-                          capture_output=True, text=True, timeout=120, input=stdin)
+    return cli.lamina(root, *args, check=False, stdin=stdin, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers import cli
 from helpers.images import busybox_rootfs_tar
 
 SRC = str(Path(__file__).parents[1] / "src")
 
 
 def lamina(root: Path, *args: str, stdin: str = "", code: int = 0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "lamina", "--root", str(root), *args], input=stdin,
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": SRC})
-    assert proc.returncode == code, f"lamina {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
+    return cli.lamina(root, *args, stdin=stdin, code=code, env={"PYTHONPATH": SRC}, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers import cli
 from helpers.dockerd import private_dockerd
 from helpers.images import busybox_rootfs_tar
 from helpers.registry import RunningRegistry, running_registry
@@ -29,10 +29,7 @@ pytestmark = [
 
 
 def lamina(root: Path, *args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "lamina", "--root", str(root), *args],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"lamina {' '.join(args)} failed: {proc.stderr}"
-    return proc.stdout
+    return cli.lamina(root, *args).stdout
 
 
 def docker_run(*argv: str) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import cli
 from helpers.images import busybox_rootfs_tar
 from helpers.registry import RunningRegistry, access_log, make_image, running_registry
 from helpers.tokenserver import DEFAULT_GRANTS, TokenServer
@@ -65,12 +66,8 @@ def reg(tokens: tuple[TokenServer, RunningRegistry]) -> RunningRegistry:
 def lamina(root: Path, *args: str, user: tuple[str, str] | None = None, config: Path, stdin: str | None = None,
            code: int = 0) -> subprocess.CompletedProcess[str]:
     """Run the CLI with ``config`` as DOCKER_CONFIG; the exit code must be ``code``."""
-    env = dict(os.environ, DOCKER_CONFIG=str(config), PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.run([sys.executable, "-m", "lamina", "--root", str(root), *args], input=stdin,
-                          capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == code, f"lamina {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr
-    return proc
+    env = {"DOCKER_CONFIG": str(config), "PYTHONPATH": os.pathsep.join(sys.path)}
+    return cli.lamina(root, *args, stdin=stdin, code=code, env=env)
 
 
 def login(root: Path, config: Path, host: str, user: tuple[str, str]) -> None:

@@ -6,11 +6,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import cli
 from helpers.images import busybox_rootfs_tar
 from helpers.registry import free_port, running_registry
 from lamina.errors import RegistryError
@@ -91,11 +91,7 @@ def test_config_paths(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 # --- a local registry as the Docker Hub mirror ----------------------------------------------
 
 def _lamina(root: Path, env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "lamina", "--root", str(root), *args], env=env,
-                          capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"lamina {' '.join(args)} failed: {proc.stderr}")
-    return proc
+    return cli.lamina(root, *args, check=check, environ=env)
 
 
 @pytest.mark.integration

@@ -36,11 +36,9 @@ def _env() -> dict[str, str]:
 def lamina(root: Path, *args: str, check: bool = True, timeout: float = 300,
            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``lamina --root ROOT ARGS`` to completion in its own process."""
-    proc = subprocess.run([sys.executable, "-m", "lamina", "--root", str(root), *args], capture_output=True,
-                          text=True, timeout=timeout, env=_env(), input=stdin)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"lamina {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
-    return proc
+    from helpers import cli
+
+    return cli.lamina(root, *args, check=check, timeout=timeout, stdin=stdin, environ=_env())
 
 
 def start(root: Path, *args: str) -> subprocess.Popen[str]:
