@@ -41,9 +41,9 @@ def _entries(store: Store, layer: Any) -> list[tuple[object, ...]]:
 
 
 def _build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, dockerfile: str, *, speculating: bool,
-           ) -> tuple[list[list[tuple[object, ...]]], list[bool]]:
+           snapshotter: str = "auto") -> tuple[list[list[tuple[object, ...]]], list[bool]]:
     """The image's layers' entries, and for each speculation looked at, whether its layer was kept."""
-    work = tmp_path / ("on" if speculating else "off")
+    work = tmp_path / ("on" if speculating else "off") / snapshotter
     store = Store(work / "store")
     busybox_image(store)
     ctx = work / "ctx"
@@ -65,7 +65,8 @@ def _build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, dockerfile: str, *, 
     with monkeypatch.context() as patch:
         patch.setattr(StageRun, "_adopt_speculation", spy)
         patch.setattr(speculate, "worth_it", lambda: speculating)
-        stored = api.build(store, BuildOptions(context=ctx, tags=("t:latest",), no_cache=True))
+        stored = api.build(store, BuildOptions(context=ctx, tags=("t:latest",), no_cache=True),
+                           snapshotter=snapshotter)
     return [_entries(store, layer) for layer in stored.image.layers], kept
 
 
@@ -101,6 +102,21 @@ def test_a_speculated_copy_gives_the_layers_of_a_plain_build(monkeypatch: pytest
     plain, none = _build(monkeypatch, tmp_path, dockerfile, speculating=False)
     speculated, looked = _build(monkeypatch, tmp_path, dockerfile, speculating=True)
     assert none == []
+    assert speculated == plain
+    assert looked == kept
+
+
+@pytest.mark.parametrize(("steps", "kept"), [
+    ("RUN echo x > /x\nCOPY src/ /app/src/\nCOPY f /app/bin/f", [True, True]),
+    ("RUN mkdir /data && ln -s /data /app\nCOPY f /app/f", [False]),
+    ("RUN rm /etc/group\nCOPY f /etc/group", [False]),
+])
+def test_the_same_with_the_native_snapshotter(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, steps: str,
+                                            kept: list[bool]) -> None:
+    """Without overlayfs, upper dirs are computed from a baseline, in overlay's format: the same rule holds."""
+    dockerfile = f"FROM busybox:test\n{steps}\n"
+    plain, _ = _build(monkeypatch, tmp_path, dockerfile, speculating=False, snapshotter="native")
+    speculated, looked = _build(monkeypatch, tmp_path, dockerfile, speculating=True, snapshotter="native")
     assert speculated == plain
     assert looked == kept
 
