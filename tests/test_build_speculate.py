@@ -164,7 +164,11 @@ def test_when_a_speculated_layer_stands_for_the_step(tmp_path: Path) -> None:
     made = speculate.Made(layer, made_dir, "sha256:s")
 
     def spec(gave_up: bool = False) -> speculate.Speculation:
-        return speculate.Speculation(copy, "/", [base], lambda: None if gave_up else made)
+        def make() -> speculate.Made:
+            if gave_up:
+                raise speculate.GaveUp("test")
+            return made
+        return speculate.Speculation(copy, "/", [base], make)
 
     assert speculate.adopted(spec(), [run_upper, base], key, "sha256:s", "/") == layer
     assert speculate.adopted(spec(), [run_upper, other, base], key, "sha256:s", "/") == layer  # two steps since
@@ -179,7 +183,32 @@ def test_when_a_speculated_layer_stands_for_the_step(tmp_path: Path) -> None:
     assert speculate.adopted(spec(), [run_upper, base], key, "sha256:s", "/") is None
 
 
-def test_destination_as_written() -> None:
-    assert speculate.destination("/app", "src/") == "/app/src"
-    assert speculate.destination("", "./x/../y") == "/y"
-    assert speculate.destination("/w", "/abs/") == "/abs"
+def test_destination_as_the_copy_writes_it() -> None:
+    assert speculate.destination(_copy("COPY a src/"), "/app") == "/app/src"
+    assert speculate.destination(_copy("COPY a ./x/../y"), "") == "/y"
+    assert speculate.destination(_copy("COPY a //abs/"), "/w") == "/abs"
+
+
+@pytest.mark.parametrize(("steps", "line", "message"), [
+    ("RUN echo x > /x\nCOPY missing /app/", 3, "missing"),  # the speculation fails first, the step reports
+    ("RUN echo x > /x\nCOPY f /etc/passwd/", 3, "not a directory"),  # fails inside the overlay, midway
+    ("RUN exit 3\nCOPY src/ /app/", 2, "non-zero code: 3"),  # the RUN fails while its COPY is being made
+])
+def test_a_failing_step_reports_one_line_and_leaves_no_mount(tmp_path: Path, steps: str, line: int,
+                                                             message: str) -> None:
+    from helpers.cli import lamina
+
+    root = tmp_path / "store"
+    busybox_image(Store(root))
+    ctx = tmp_path / "ctx"
+    (ctx / "src").mkdir(parents=True)
+    (ctx / "src/a.c").write_text("int a;\n")
+    (ctx / "f").write_text("f\n")
+    (ctx / "Dockerfile").write_text(f"FROM busybox:test\n{steps}\n")
+    images = lamina(root, "images", "-q").stdout
+    proc = lamina(root, "build", "-q", "-t", "t", str(ctx), code=1)
+    error = [text for text in proc.stderr.splitlines() if text.strip()]
+    assert len(error) == 1 and error[0].startswith(f"Error: Dockerfile:{line}:") and message in error[0], error
+    assert not [p for p in (root / "mounts").iterdir() if not p.name.startswith(".")], "a mount was left"
+    assert not (root / "tmp").exists() or not list((root / "tmp").iterdir())
+    assert lamina(root, "images", "-q").stdout == images

@@ -64,3 +64,7 @@ def test_importing_it_loads_no_ctypes() -> None:
     code = "import sys, lamina.syscalls; print('ctypes' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_cpus_are_those_this_process_may_run_on() -> None:
+    assert syscalls.cpus() == len(os.sched_getaffinity(0)) >= 1

@@ -4,7 +4,8 @@ mount, umount2, unshare and sync_file_range, called with ctypes on ``CDLL(None)`
 (the process's own libc: ``ctypes.util.find_library`` would fork ``ldconfig -p``).
 Failures raise :class:`OSError` with errno and the path, as ``os`` functions do;
 callers that treat a failure as "not here" catch it. ctypes is imported on first
-call only: a fully cached build makes none of these calls.
+call only: a fully cached build makes none of these calls. Also :func:`cpus`, the CPUs
+this process may use, for the build's thread counts.
 """
 
 from __future__ import annotations
@@ -59,9 +60,18 @@ def unshare(flags: int) -> None:
     _check(_libc().unshare(flags))
 
 
+def cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (a container's cpuset), not the host's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def start_writeback(fd: int) -> None:
     """sync_file_range(2) with SYNC_FILE_RANGE_WRITE: start writing ``fd``'s dirty pages, not waiting."""
     _check(_libc().sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE))
 
 
-__all__ = ["CLONE_NEWNS", "MNT_DETACH", "MS_PRIVATE", "MS_REC", "mount", "start_writeback", "umount", "unshare"]
+__all__ = ["CLONE_NEWNS", "MNT_DETACH", "MS_PRIVATE", "MS_REC", "cpus", "mount", "start_writeback", "umount",
+           "unshare"]

@@ -57,6 +57,7 @@ from lamina.build.remote import Remote
 from lamina.build.rootpath import clean, resolve_in_root
 from lamina.errors import BuildError, LaminaError, LayerError
 from lamina.model import model
+from lamina.syscalls import cpus
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -267,7 +268,7 @@ def extract_tar(tar: tarfile.TarFile, root: Path, *, chown: Owner | None, name: 
 
 
 _PARALLEL_FROM = 32  # regular files in one source before copies go to threads
-_WORKERS = min(4, os.cpu_count() or 1)
+_WORKERS = min(4, cpus())
 _BATCH = 32  # copies per task: a task per file spent more on queue and GIL hand-offs than on the file
 
 

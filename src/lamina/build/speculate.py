@@ -27,8 +27,6 @@ another layer's too.
 
 from __future__ import annotations
 
-import os
-import posixpath
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,9 +47,15 @@ def eligible(instr: object) -> bool:
     return not instr.chown or all(part.isdigit() for part in instr.chown.split(":", 1))
 
 
-def destination(workdir: str, dest: str) -> str:
-    """The COPY's destination as written, made absolute (``/`` separated, normalized, no trailing /)."""
-    return posixpath.normpath(posixpath.join("/", workdir or "/", dest))
+def destination(instr: ins.Copy, workdir: str) -> str:
+    """The COPY's destination as written, made absolute as the COPY itself makes it."""
+    from lamina.build.copy import destination as copy_destination  # a cached build loads no copy code
+
+    return copy_destination(instr.dest, workdir or "/")[0]
+
+
+class GaveUp(Exception):
+    """The speculation cannot make a layer that could stand for the step (the step will run)."""
 
 
 @model
@@ -66,7 +70,7 @@ class Made:
 class Speculation:
     """One COPY (``instr``, expanded) being made over ``lowers`` on a thread of its own."""
 
-    def __init__(self, instr: ins.Copy, workdir: str, lowers: Sequence[Path], make: Callable[[], Made | None]) -> None:
+    def __init__(self, instr: ins.Copy, workdir: str, lowers: Sequence[Path], make: Callable[[], Made]) -> None:
         self.instr = instr
         self.workdir = workdir
         self.lowers = list(lowers)
@@ -74,10 +78,10 @@ class Speculation:
         self._thread = threading.Thread(target=self._run, args=(make,), name="lamina-speculate", daemon=True)
         self._thread.start()
 
-    def _run(self, make: Callable[[], Made | None]) -> None:
+    def _run(self, make: Callable[[], Made]) -> None:
         try:
             self._made = make()
-        except Exception:  # noqa: BLE001 - the COPY step runs again and reports its own error
+        except Exception:  # noqa: BLE001 - GaveUp, or an error the COPY step meets again and reports
             self._made = None
 
     def wait(self) -> Made | None:
@@ -99,13 +103,12 @@ def adopted(spec: Speculation, lowers: Sequence[Path], instr: object, sources: s
     if (made is None or since < 1 or list(lowers[since:]) != spec.lowers
             or instr != canonical_instruction(spec.instr) or sources != made.sources or workdir != spec.workdir):
         return None
-    dest = destination(spec.workdir, spec.instr.dest)
+    dest = destination(spec.instr, spec.workdir)
     return None if any(overlaps(upper, made.snapshot, dest) for upper in lowers[:since]) else made.layer
 
 
 def worth_it() -> bool:
     """Another core to run the COPY on while the RUN's processes use one."""
-    try:
-        return len(os.sched_getaffinity(0)) > 1
-    except (AttributeError, OSError):
-        return (os.cpu_count() or 1) > 1
+    from lamina.syscalls import cpus
+
+    return cpus() > 1

@@ -369,10 +369,7 @@ class StageRun:
             layer = _cached_layer(run, self._cache_get(link_key))
             if layer is not None:
                 return layer, True
-            with self._mounted([]) as mount:
-                op(mount.root)
-                mount.unmount()
-                layer = run.layers.commit(mount.upper, [])
+            layer = self._layer_over([], op)
             run.cache_put(link_key, {"created": run.now(), "layer": _layer_json(layer)})
         return layer, False
 
@@ -483,21 +480,27 @@ class StageRun:
         return speculate.Speculation(instr, workdir, lowers,
                                      lambda: self._speculative_copy(instr, workdir, lowers, where))
 
-    def _speculative_copy(self, instr: ins.Copy, workdir: str, lowers: list[Path], where: str,
-                          ) -> speculate.Made | None:
-        """The COPY over ``lowers`` (on the speculation's thread): its layer, or None to give up."""
+    def _speculative_copy(self, instr: ins.Copy, workdir: str, lowers: list[Path], where: str) -> speculate.Made:
+        """The COPY over ``lowers``, on the speculation's thread (an error gives it up)."""
         from lamina.snapshot.overlap import symlink_on_path
 
         run = self.run
         selected = [s for src in instr.sources for s in _select(run.context, instr, (src,), where)]
         sources = checksum(run.context, selected, run.stat_cache) if selected else None
-        with self._mounted(lowers) as mount:
-            if symlink_on_path(mount.root, speculate.destination(workdir, instr.dest)):
-                return None
-            steps.execute_copy(mount.root, instr, selected, run.context, workdir=workdir, where=where)
-            mount.unmount()
-            layer = run.layers.commit(mount.upper, lowers)
+
+        def op(root: Path) -> None:
+            if symlink_on_path(root, speculate.destination(instr, workdir)):
+                raise speculate.GaveUp("a symlink on the destination's path")
+            steps.execute_copy(root, instr, selected, run.context, workdir=workdir, where=where)
+        layer = self._layer_over(lowers, op)
         return speculate.Made(layer, run.store.snapshot_path(layer.diff_id), sources)
+
+    def _layer_over(self, lowers: list[Path], op: Callable[[Path], None]) -> Layer:
+        """``op`` run on an overlay of ``lowers``, its upper dir committed as a layer."""
+        with self._mounted(lowers) as mount:
+            op(mount.root)
+            mount.unmount()
+            return self.run.layers.commit(mount.upper, lowers)
 
     def _adopt_speculation(self, lowers: list[Path], inputs: dict[str, Any]) -> Layer | None:
         """This step's speculated layer, if it may stand for the step (see :func:`speculate.adopted`)."""

@@ -166,7 +166,8 @@ class LayerSink:
 
 
 def _cores() -> int:
-    """The CPUs this process may run on (a container's cpuset, not the host's count)."""
+    """Threads for gzip blocks: one per CPU this process may run on (a container's cpuset, not the
+    host's count), at most 8. (lamina.syscalls.cpus, which the image layer may not import.)"""
     try:
         return max(1, min(8, len(os.sched_getaffinity(0))))
     except (AttributeError, OSError):
